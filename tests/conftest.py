@@ -1,0 +1,63 @@
+"""Session fixtures: real nats-server and SeaweedFS S3 on free loopback ports."""
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rondo.contracts.config import ServiceSettings
+from rondo.contracts.storage import S3Client, make_s3_client
+from rondo.stack.servers import NatsServer, S3Credentials, SeaweedS3, write_s3_config
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def nats_server(servers_dir: Path) -> Iterator[NatsServer]:
+    server = NatsServer(store_dir=servers_dir / "nats")
+    server.start(servers_dir / "nats.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_admin() -> S3Credentials:
+    return S3Credentials(
+        access_key="rondo" + secrets.token_hex(6), secret_key=secrets.token_hex(20), name="admin"
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server(servers_dir: Path, s3_admin: S3Credentials) -> Iterator[SeaweedS3]:
+    config = servers_dir / "s3.json"
+    write_s3_config(config, [s3_admin])
+    server = SeaweedS3(data_dir=servers_dir / "seaweed", s3_config=config)
+    server.start(servers_dir / "seaweed.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: SeaweedS3, s3_admin: S3Credentials) -> S3Client:
+    return make_s3_client(s3_server.endpoint, s3_admin.access_key, s3_admin.secret_key)
+
+
+@pytest.fixture(scope="session")
+def service_settings(
+    nats_server: NatsServer,
+    s3_server: SeaweedS3,
+    s3_admin: S3Credentials,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ServiceSettings:
+    """Settings a service would read from RONDO_* variables, pointing at the session servers."""
+    return ServiceSettings(
+        nats_url=nats_server.url,
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_admin.access_key,
+        s3_secret_key=s3_admin.secret_key,
+        data_dir=tmp_path_factory.mktemp("rondo-data"),
+    )

@@ -1,6 +1,7 @@
 """Free loopback ports, including SeaweedFS's rule that every port P also binds P+10000."""
 
 import socket
+from collections.abc import Iterable, Sequence
 
 GRPC_OFFSET = 10_000
 
@@ -36,11 +37,52 @@ def free_ports(count: int, host: str = "127.0.0.1", with_grpc_twin: bool = False
     return chosen
 
 
-def free_port_range(size: int, host: str = "127.0.0.1", start: int = 20000) -> tuple[int, int]:
-    """A run of `size` consecutive free ports (for an agent's FL server ports)."""
+def free_port_range(
+    size: int,
+    host: str = "127.0.0.1",
+    start: int = 20000,
+    avoid: Iterable[tuple[int, int]] = (),
+) -> tuple[int, int]:
+    """A run of `size` consecutive free ports (for an agent's FL server ports).
+
+    `avoid` lists inclusive ranges already lent to someone else (free now, but not ours).
+    """
+    taken = list(avoid)
     port = start
     while port + size < 30000:
-        if all(port_is_free(p, host) for p in range(port, port + size)):
-            return port, port + size - 1
+        last = port + size - 1
+        overlaps = any(port <= high and low <= last for low, high in taken)
+        if not overlaps and range_is_free(port, last, host):
+            return port, last
         port += size
     raise RuntimeError(f"no {size} consecutive free ports between {start} and 30000")
+
+
+def range_is_free(low: int, high: int, host: str = "127.0.0.1") -> bool:
+    return all(port_is_free(port, host) for port in range(low, high + 1))
+
+
+def keep_or_replace(
+    ports: Sequence[int], host: str = "127.0.0.1", with_grpc_twin: bool = False
+) -> list[int]:
+    """The same ports where still free; a fresh free port in place of each one that is taken.
+
+    With `with_grpc_twin`, a port is kept only when P+10000 is free too (SeaweedFS). The result
+    has no duplicates (nor, with twins, a port that is another one's twin).
+    """
+    kept: list[int] = []
+
+    def usable(port: int) -> bool:
+        if port <= 0 or port in kept or not port_is_free(port, host):
+            return False
+        if not with_grpc_twin:
+            return True
+        twin = port + GRPC_OFFSET
+        clashes = twin in kept or port - GRPC_OFFSET in kept
+        return twin <= 65535 and not clashes and port_is_free(twin, host)
+
+    for port in ports:
+        while not usable(port):
+            port = free_ports(1, host, with_grpc_twin)[0]
+        kept.append(port)
+    return kept

@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -42,15 +42,54 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 def kill_tree(pid: int, timeout_s: float = 5.0) -> None:
     """SIGTERM the whole tree, then SIGKILL whatever is still alive after `timeout_s`."""
-    tree = process_tree(pid)
-    for proc in tree:
+    kill_trees([pid], timeout_s)
+
+
+def kill_trees(pids: Iterable[int], timeout_s: float = 5.0) -> None:
+    """`kill_tree` for several roots at once, with one shared grace period. Every tree is
+    listed before the first signal, so children reparented when their parent dies still go."""
+    tree = {proc.pid: proc for pid in pids for proc in process_tree(pid)}
+    procs = list(tree.values())
+    for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=timeout_s)
+
+
+def processes_marked(
+    marker_name: str, marker_value: str, path_prefix: Path, env_prefix: str = "RONDO_"
+) -> list[psutil.Process]:
+    """What a stack started, even outside its process trees: every process whose environment
+    has `marker_name=marker_value` (inherited by all descendants), and every process without a
+    terminal whose command line, or an `env_prefix*` variable, names `path_prefix` (absolute)
+    or a path under it (children started with a cleaned environment).
+
+    Processes with a terminal (someone's shell in that folder) are matched by the marker only;
+    the calling process and its ancestors never."""
+    own = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
+    folder = str(path_prefix.resolve())
+
+    def names_folder(value: str) -> bool:
+        return value == folder or value.startswith(folder + os.sep)
+
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        if proc.pid in own:
+            continue
+        with contextlib.suppress(psutil.Error):
+            environ = proc.environ()
+            marked = environ.get(marker_name) == marker_value
+            detached_in_folder = proc.terminal() is None and (
+                any(names_folder(arg) for arg in proc.cmdline())
+                or any(names_folder(v) for k, v in environ.items() if k.startswith(env_prefix))
+            )
+            if marked or detached_in_folder:
+                found.append(proc)
+    return found
 
 
 def pid_alive(pid: int) -> bool:
@@ -76,3 +115,12 @@ def current_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)
     return env
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of the process and all its descendants, in bytes."""
+    total = 0
+    for proc in process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total

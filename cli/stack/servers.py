@@ -30,7 +30,8 @@ def venv_binary(name: str) -> str:
     return found
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether `url` answers HTTP below 500 within a second."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return 200 <= response.status < 500
@@ -45,7 +46,7 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float, wha
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
-        if _http_ok(url):
+        if http_ok(url):
             return
         time.sleep(0.05)
     raise TimeoutError(f"{what} did not answer {url} within {timeout_s:.0f} s")

@@ -1,10 +1,11 @@
 """HTTP API schemas shared by the gateway and its clients (CLI, SDK, dashboard)."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from rondo.contracts.events import FailureCause
+from rondo.contracts.events import FailureCause, WorkerContribution
 from rondo.contracts.states import JobState, WorkerPanel, WorkerSlotView
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 
@@ -59,3 +60,32 @@ class JobPublic(BaseModel):
 class JobList(BaseModel):
     items: list[JobPublic]
     total: int
+
+
+class RoundPublic(BaseModel):
+    """One completed FedAvg round, as `round.completed` reported it."""
+
+    round: int = Field(description="0-based round number")
+    num_rounds: int
+    run_id: str = Field(description="NVFlare run that completed it (replacement runs differ)")
+    metrics: dict[str, float]
+    contributions: list[WorkerContribution]
+    duration_s: float
+    completed_at: datetime
+
+
+class JobMetrics(BaseModel):
+    """Per-round metrics of a job, in round order (the latest run's result for each round)."""
+
+    job_id: str
+    rounds: list[RoundPublic]
+
+
+class JobStreamEvent(StrEnum):
+    """`event:` names of `GET /api/jobs/{id}/events` (Server-Sent Events, JSON `data:`)."""
+
+    SNAPSHOT = "snapshot"  # JobPublic, sent first on connect
+    STATE = "state"  # JobPublic after a state transition
+    PROGRESS = "progress"  # JobPublic after a reason/panel/round change
+    FAILED = "failed"  # JobPublic with its `error` set
+    ROUND = "round"  # RoundPublic

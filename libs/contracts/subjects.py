@@ -79,6 +79,7 @@ class Durables:
     GATEWAY_PROGRESS = "gateway-job-progress"
     GATEWAY_FAILED = "gateway-job-failed"
     GATEWAY_ROUNDS = "gateway-round-completed"
+    ARTIFACTS_SUBMITTED = "artifacts-job-submitted"
     ARTIFACTS_ROUNDS = "artifacts-round-completed"
     ARTIFACTS_STAGED = "artifacts-artifact-staged"
     ARTIFACTS_LOGS = "artifacts-logs"

@@ -1,0 +1,280 @@
+"""The local stack behind `rondo up / down / status`.
+
+Real nats-server and SeaweedFS plus every Rondo service (one worker-agent per worker) run as
+detached child processes, each in its own session, all under one data directory: state file,
+logs, JetStream store, S3 data, databases, agent work dirs and spans. Nothing keeps running in
+the `rondo` command itself; the state file is how a later command finds the processes.
+"""
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field, computed_field
+
+from rondo.stack.bootstrap import ensure_buckets, ensure_default_user
+from rondo.stack.errors import StackError
+from rondo.stack.health import NATS_PART, S3_PART, SERVER_PARTS, Probe, probe_stack
+from rondo.stack.ports import port_is_free
+from rondo.stack.processes import (
+    kill_trees,
+    processes_marked,
+    spawn,
+    tree_rss,
+    wait_until,
+)
+from rondo.stack.servers import NatsServer, SeaweedS3, write_s3_config
+from rondo.stack.services import (
+    SERVICE_MODULES,
+    STACK_ID_ENV,
+    ServicePart,
+    gateway_env,
+    manage_argv,
+    missing_services,
+    service_parts,
+)
+from rondo.stack.state import (
+    ProcessRecord,
+    StackState,
+    load_state,
+    new_state,
+    save_state,
+)
+
+LOG_TAIL_LINES = 15
+# What a failing part, server or store raises while starting; reported as `StackError`.
+STARTUP_ERRORS = (
+    RuntimeError,
+    OSError,
+    subprocess.SubprocessError,
+    BotoCoreError,
+    ClientError,
+)
+
+
+class PartStatus(BaseModel):
+    name: str
+    pid: int
+    running: bool
+    healthy: bool
+    detail: str
+    rss_bytes: int = Field(description="Resident memory of the part's whole process tree")
+    log_path: Path
+
+
+class StackStatus(BaseModel):
+    data_dir: Path
+    parts: list[PartStatus]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def healthy(self) -> bool:
+        """At least one part, and every part healthy."""
+        return bool(self.parts) and all(part.healthy for part in self.parts)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rss_bytes(self) -> int:
+        """Resident memory of all the parts' process trees together."""
+        return sum(part.rss_bytes for part in self.parts)
+
+
+class UpResult(BaseModel):
+    state: StackState
+    elapsed_s: float
+    already_running: bool = False
+
+
+class DownResult(BaseModel):
+    stopped: list[str] = Field(default_factory=list, description="Parts that were running")
+    strays: list[int] = Field(default_factory=list, description="Pids found outside the trees")
+    ports_still_bound: list[int] = Field(default_factory=list)
+
+
+class LocalStack:
+    """Up, down and status of the stack whose data directory is `data_dir`; `progress`
+    receives one line per step of `up`."""
+
+    def __init__(self, data_dir: Path, progress: Callable[[str], None] = lambda _: None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.progress = progress
+
+    # --- up -----------------------------------------------------------------------------
+
+    def up(self, workers: int, timeout_s: float = 120) -> UpResult:
+        """Start every part (reusing the persisted ports, credentials, key and databases) and
+        return once all are healthy. An already healthy stack of the same size is left as is.
+        On failure everything started is stopped again and `StackError` is raised."""
+        started = time.monotonic()
+        state = load_state(self.data_dir)
+        if state is not None and state.processes:
+            if len(state.agents) == workers and self.status().healthy:
+                return UpResult(state=state, elapsed_s=0.0, already_running=True)
+            self.progress("stopping the previous, incomplete stack")
+            self.down()
+            state = load_state(self.data_dir)
+        missing = missing_services()
+        if missing:
+            names = ", ".join(f"{SERVICE_MODULES[s]} ({s})" for s in missing)
+            raise StackError(f"cannot run {names}: module or its __main__ not installed")
+
+        state = state.reallocated(workers) if state else new_state(self.data_dir, workers)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        save_state(state)
+        try:
+            self._start(state, deadline=started + timeout_s)
+        except STARTUP_ERRORS as error:
+            self.progress("start failed: stopping what was started")
+            self.down()
+            if isinstance(error, StackError):
+                raise
+            raise StackError(f"{type(error).__name__}: {error}") from error
+        except BaseException:  # interrupted, or a bug: still leave nothing running
+            self.down()
+            raise
+        return UpResult(state=state, elapsed_s=time.monotonic() - started)
+
+    def _start(self, state: StackState, deadline: float) -> None:
+        state.logs_dir.mkdir(parents=True, exist_ok=True)
+        write_s3_config(state.s3_config_path, [state.s3_admin, state.s3_user])
+        nats = NatsServer(
+            store_dir=state.data_dir / "nats",
+            port=state.ports.nats,
+            monitor_port=state.ports.nats_monitor,
+            host=state.host,
+        )
+        self._start_server(state, NATS_PART, nats, deadline)
+        seaweed = SeaweedS3(
+            data_dir=state.data_dir / "seaweedfs",
+            s3_config=state.s3_config_path,
+            ports=dict(state.ports.seaweed),
+            host=state.host,
+        )
+        self._start_server(state, S3_PART, seaweed, deadline)
+        ensure_buckets(state, timeout_s=max(1.0, deadline - time.monotonic()))
+        self.progress("buckets ready")
+
+        (state.data_dir / "db").mkdir(exist_ok=True)
+        parts = service_parts(state)
+        for part in parts:
+            log_path = self._log_path(state, part.name)
+            process = spawn(part.argv, log_path, env=part.env, cwd=state.data_dir)
+            state.processes[part.name] = ProcessRecord.of(process.pid, log_path)
+        save_state(state)
+        self._wait_healthy(state, parts, deadline)
+
+        manage_timeout = max(5.0, deadline - time.monotonic())
+        state.user.user_id = ensure_default_user(
+            state, manage_argv(), gateway_env(state), timeout_s=manage_timeout
+        )
+        save_state(state)
+        self.progress(f"default user {state.user.name!r} ready")
+
+    def _start_server(
+        self, state: StackState, name: str, server: NatsServer | SeaweedS3, deadline: float
+    ) -> None:
+        log_path = self._log_path(state, name)
+        try:
+            server.start(log_path, timeout_s=max(1.0, deadline - time.monotonic()))
+        except (RuntimeError, TimeoutError) as error:
+            raise StackError(f"{error}\n{self._log_tail(state, name)}") from error
+        finally:
+            if server.process is not None:
+                state.processes[name] = ProcessRecord.of(server.process.pid, log_path)
+                save_state(state)
+        self.progress(f"{name} healthy")
+
+    def _wait_healthy(
+        self, state: StackState, parts: Sequence[ServicePart], deadline: float
+    ) -> None:
+        """Poll until every part answers healthy; a part that exits fails at once."""
+        pending = {part.name: part for part in parts}
+        probes: dict[str, Probe] = {}
+        while pending:
+            for name in pending:
+                if state.processes[name].process() is None:
+                    raise StackError(f"{name} exited while starting\n{self._log_tail(state, name)}")
+            probes = probe_stack(state, list(pending.values()))
+            for name, probe in probes.items():
+                if probe.healthy and pending.pop(name, None) is not None:
+                    self.progress(f"{name} healthy")
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                lines = [f"{name}: {probes[name].detail}" for name in pending]
+                tails = "\n".join(self._log_tail(state, name) for name in pending)
+                raise StackError("not healthy in time:\n" + "\n".join(lines) + "\n" + tails)
+            time.sleep(0.25)
+
+    @staticmethod
+    def _log_path(state: StackState, part: str) -> Path:
+        return state.logs_dir / f"{part}.console.log"
+
+    def _log_tail(self, state: StackState, part: str) -> str:
+        path = self._log_path(state, part)
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return f"--- {path}: unreadable"
+        return f"--- last lines of {path}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+
+    # --- down ---------------------------------------------------------------------------
+
+    def down(self, grace_s: float = 5) -> DownResult:
+        """Stop every process the stack started: the services' process trees first (NVFlare
+        included) while NATS and S3 still serve their last flush, then the servers, then any
+        process still marked with the stack's id or naming its data dir (NVFlare processes
+        that left the trees). Each step gives SIGTERM `grace_s` before SIGKILL. Waits until no
+        recorded port is bound."""
+        state = load_state(self.data_dir)
+        if state is None:
+            return DownResult()
+        running = {
+            name: record.pid
+            for name, record in state.processes.items()
+            if record.process() is not None
+        }
+        kill_trees([pid for name, pid in running.items() if name not in SERVER_PARTS], grace_s)
+        kill_trees([pid for name, pid in running.items() if name in SERVER_PARTS], grace_s)
+        strays = processes_marked(STACK_ID_ENV, state.stack_id, state.data_dir)
+        kill_trees([proc.pid for proc in strays], grace_s)
+        ports = state.recorded_ports()
+        wait_until(lambda: all(port_is_free(p, state.host) for p in ports), grace_s, 0.1)
+        state.processes = {}
+        save_state(state)
+        return DownResult(
+            stopped=sorted(running),
+            strays=[proc.pid for proc in strays],
+            ports_still_bound=[p for p in ports if not port_is_free(p, state.host)],
+        )
+
+    # --- status -------------------------------------------------------------------------
+
+    def status(self) -> StackStatus:
+        """Each started part: running, healthy (per its probe) and its tree's memory."""
+        state = load_state(self.data_dir)
+        if state is None or not state.processes:
+            return StackStatus(data_dir=self.data_dir, parts=[])
+        services = [p for p in service_parts(state) if p.name in state.processes]
+        probes = probe_stack(state, services)
+        parts: list[PartStatus] = []
+        for name in (*SERVER_PARTS, *(p.name for p in services)):
+            record = state.processes.get(name)
+            if record is None:
+                continue
+            running = record.process() is not None
+            probe = probes.get(name, Probe(False, "not probed"))
+            parts.append(
+                PartStatus(
+                    name=name,
+                    pid=record.pid,
+                    running=running,
+                    healthy=running and probe.healthy,
+                    detail=probe.detail if running else "not running",
+                    rss_bytes=tree_rss(record.pid) if running else 0,
+                    log_path=record.log_path,
+                )
+            )
+        return StackStatus(data_dir=self.data_dir, parts=parts)

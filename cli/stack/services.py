@@ -1,0 +1,127 @@
+"""The Rondo services of the local stack: which module runs each part, with which environment.
+
+Every service runs as `python -m <module>` configured only by `RONDO_*` variables (see
+docs/design.md); one worker-agent part per configured agent.
+"""
+
+import importlib.util
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rondo.contracts.subjects import health_subject
+from rondo.stack.processes import current_env
+from rondo.stack.state import StackState
+
+SERVICE_MODULES: Mapping[str, str] = {
+    "gateway": "rondo.gateway",
+    "scheduler": "rondo.scheduler",
+    "artifacts": "rondo.artifacts",
+    "worker-agent": "rondo.worker_agent",
+}
+
+# Every process of a stack carries this variable (children inherit it), so `rondo down` can
+# find processes that left the recorded process trees.
+STACK_ID_ENV = "RONDO_STACK_ID"
+
+
+@dataclass(frozen=True)
+class ServicePart:
+    """One service process of the stack."""
+
+    name: str  # the part's name: "gateway", "worker-agent-local-0", ...
+    health_service: str  # answers rondo.health.<this>: "gateway", "worker-agent.local-0", ...
+    module: str
+    env: Mapping[str, str] = field(repr=False)
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
+
+    @property
+    def health_subject(self) -> str:
+        return health_subject(self.health_service)
+
+
+def module_is_runnable(module: str) -> bool:
+    """Whether `python -m module` would find the module (a package needs `__main__`)."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            return False
+        if spec.submodule_search_locations is None:
+            return True
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_services() -> list[str]:
+    """Services whose module cannot be run with `python -m` here."""
+    return [s for s, module in SERVICE_MODULES.items() if not module_is_runnable(module)]
+
+
+def stack_env(state: StackState) -> dict[str, str]:
+    """The environment every service of the stack starts with (the caller's, plus these)."""
+    return current_env(
+        RONDO_NATS_URL=state.nats_url,
+        RONDO_S3_ENDPOINT=state.s3_endpoint,
+        RONDO_S3_REGION="garage",
+        RONDO_S3_ACCESS_KEY=state.s3_admin.access_key,
+        RONDO_S3_SECRET_KEY=state.s3_admin.secret_key,
+        RONDO_PLATFORM_BUCKET=state.platform_bucket,
+        RONDO_DATA_DIR=str(state.data_dir),
+        PYTHONUNBUFFERED="1",
+        **{STACK_ID_ENV: state.stack_id},
+    )
+
+
+def gateway_env(state: StackState) -> dict[str, str]:
+    return {
+        **stack_env(state),
+        "RONDO_GATEWAY_HOST": state.host,
+        "RONDO_GATEWAY_PORT": str(state.ports.gateway),
+        "RONDO_GATEWAY_DATABASE_URL": state.databases["gateway"],
+    }
+
+
+def service_parts(state: StackState) -> list[ServicePart]:
+    """The gateway, scheduler, artifacts and one worker-agent per configured agent."""
+    base = stack_env(state)
+    parts = [
+        ServicePart("gateway", "gateway", SERVICE_MODULES["gateway"], gateway_env(state)),
+        ServicePart(
+            "scheduler",
+            "scheduler",
+            SERVICE_MODULES["scheduler"],
+            {**base, "RONDO_SCHEDULER_DATABASE_URL": state.databases["scheduler"]},
+        ),
+        ServicePart(
+            "artifacts",
+            "artifacts",
+            SERVICE_MODULES["artifacts"],
+            {**base, "RONDO_ARTIFACTS_DATABASE_URL": state.databases["artifacts"]},
+        ),
+    ]
+    for agent in state.agents:
+        env = {
+            **base,
+            "RONDO_AGENT_ID": agent.agent_id,
+            "RONDO_AGENT_HOST": state.host,
+            "RONDO_AGENT_FL_PORTS": agent.fl_ports_env,
+            "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent.agent_id),
+        }
+        parts.append(
+            ServicePart(
+                agent.part_name,
+                f"worker-agent.{agent.agent_id}",
+                SERVICE_MODULES["worker-agent"],
+                env,
+            )
+        )
+    return parts
+
+
+def manage_argv() -> list[str]:
+    """The gateway's operator command (`create-user ...` follows)."""
+    return [sys.executable, "-m", f"{SERVICE_MODULES['gateway']}.manage"]

@@ -1,0 +1,27 @@
+# Sourced by scripts/quickstart and scripts/test: make .venv and install Rondo into it.
+#
+# ensure_venv [EXTRAS]: create .venv with python3 (3.11+) unless it exists, then install
+# torch==2.13.0 first (the local CPU wheel; anything looser may pull a CUDA build of several GB)
+# and `pip install -e .[EXTRAS]`. Skipped when pyproject.toml and EXTRAS are unchanged since the
+# last install (stamp file in .venv).
+
+ensure_venv() {
+  local extras="${1:-}"
+  local target="."
+  [ -n "$extras" ] && target=".[$extras]"
+  if [ ! -x .venv/bin/python ]; then
+    "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+      echo "Rondo needs Python 3.11 or newer (set PYTHON=...)" >&2
+      return 1
+    }
+    "${PYTHON:-python3}" -m venv .venv
+  fi
+  local stamp
+  stamp=".venv/.rondo-installed-$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet torch==2.13.0
+    .venv/bin/python -m pip install --quiet -e "$target"
+    rm -f .venv/.rondo-installed-*
+    touch "$stamp"
+  fi
+}

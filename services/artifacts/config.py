@@ -1,0 +1,48 @@
+"""Settings of the artifacts service (environment variables, prefix `RONDO_`)."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from rondo.contracts.config import ServiceSettings
+
+MIB = 1024 * 1024
+
+
+class ArtifactsSettings(ServiceSettings):
+    """`ServiceSettings` plus the artifacts service's own knobs.
+
+    - `RONDO_ARTIFACTS_DATABASE_URL`: SQLAlchemy URL of the idempotency database
+      (default `sqlite:///<data_dir>/artifacts.db`).
+    - `RONDO_ARTIFACTS_LOG_FLUSH_INTERVAL_S`: a job's log files are re-uploaded at most this
+      often (and always when the job finishes or fails).
+    - `RONDO_ARTIFACTS_RETRY_DELAY_S`: first redelivery delay of an event that cannot be handled
+      yet (job not known yet, S3 or NATS unreachable); it grows with each redelivery.
+    - `RONDO_ARTIFACTS_MULTIPART_THRESHOLD_MB`: uploads at least this large go multipart.
+    """
+
+    artifacts_database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/artifacts.db"
+    )
+    artifacts_log_flush_interval_s: float = Field(default=2.0, gt=0)
+    artifacts_retry_delay_s: float = Field(default=2.0, gt=0)
+    artifacts_max_retry_delay_s: float = Field(default=30.0, gt=0)
+    artifacts_multipart_threshold_mb: int = Field(default=64, ge=5)
+    artifacts_ack_wait_s: float = Field(
+        default=300.0, gt=0, description="How long one checkpoint or file copy may take"
+    )
+
+    @property
+    def database_url(self) -> str:
+        if self.artifacts_database_url:
+            return self.artifacts_database_url
+        return f"sqlite:///{(self.data_dir / 'artifacts.db').resolve()}"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for checkpoints and rendered log files on their way to S3."""
+        return self.data_dir / "artifacts" / "tmp"
+
+    @property
+    def multipart_threshold_bytes(self) -> int:
+        return self.artifacts_multipart_threshold_mb * MIB

@@ -1,0 +1,81 @@
+"""The gateway's FastAPI application: HTTP routes, bus consumers, lifespan, telemetry.
+
+`create_app(settings)` wires everything onto `app.state` and returns the app; the lifespan
+connects the bus (`start_broker`: connect, declare streams, start the read-model consumers)
+and stops it on shutdown. Process-wide setup (logging, the tracer provider) is `__main__`'s.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import TracerProvider
+
+from rondo.contracts.bus import make_broker, register_health, start_broker
+from rondo.contracts.storage import platform_s3_client
+from rondo.gateway import routes_health, routes_jobs
+from rondo.gateway.config import SERVICE_NAME, GatewaySettings
+from rondo.gateway.db import init_db, make_engine
+from rondo.gateway.errors import install_error_handlers
+from rondo.gateway.pubsub import JobEventHub
+from rondo.gateway.read_model import register_read_model
+
+logger = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return version("rondo")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """Build the gateway app. Creates the DB tables; connects to nothing until it starts.
+
+    `tracer_provider` defaults to the global one (`setup_tracing`); tests pass their own.
+    """
+    settings = settings or GatewaySettings()
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    broker = make_broker(settings, SERVICE_NAME)
+    hub = JobEventHub()
+    register_read_model(broker, engine, hub)
+    register_health(broker, SERVICE_NAME, detail=lambda: {"sse_listeners": hub.listener_count()})
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await start_broker(broker, settings)
+        logger.info("gateway connected to %s", settings.nats_url)
+        try:
+            yield
+        finally:
+            hub.close()
+            await broker.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Rondo gateway",
+        version=_version(),
+        description="Submit and watch federated-learning jobs. Authenticate with "
+        "`Authorization: Bearer rsk_live_...`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.broker = broker
+    app.state.s3 = platform_s3_client(settings)
+    app.state.hub = hub
+
+    install_error_handlers(app)
+    app.include_router(routes_health.router)
+    app.include_router(routes_jobs.router)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls="/healthz"
+    )
+    return app

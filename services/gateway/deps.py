@@ -1,0 +1,87 @@
+"""FastAPI dependencies: settings, DB session, current user and job, bus, S3, event hub.
+
+Collaborators live on `app.state` (set by `app.create_app`), so one process may host several
+apps (tests) and nothing is a module global.
+"""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from faststream.nats import NatsBroker
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from rondo.contracts.storage import S3Client
+from rondo.gateway.auth import authenticate, bearer_token
+from rondo.gateway.config import GatewaySettings
+from rondo.gateway.errors import not_found
+from rondo.gateway.jobs import get_user_job
+from rondo.gateway.models import Job, User
+from rondo.gateway.pubsub import JobEventHub
+
+# Documents the scheme in OpenAPI; the header itself is parsed by `bearer_token` so that a
+# missing or malformed header gets our own error codes.
+bearer_scheme = HTTPBearer(auto_error=False, description="API key: rsk_live_... or rsk_dev_...")
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    """One session per request, closed when the request ends."""
+    with Session(engine) as session:
+        yield session
+
+
+def get_broker(request: Request) -> NatsBroker:
+    broker: NatsBroker = request.app.state.broker
+    return broker
+
+
+def get_s3(request: Request) -> S3Client:
+    s3: S3Client = request.app.state.s3
+    return s3
+
+
+def get_hub(request: Request) -> JobEventHub:
+    hub: JobEventHub = request.app.state.hub
+    return hub
+
+
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+BrokerDep = Annotated[NatsBroker, Depends(get_broker)]
+S3Dep = Annotated[S3Client, Depends(get_s3)]
+HubDep = Annotated[JobEventHub, Depends(get_hub)]
+
+
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> User:
+    """The user of the request's API key; 401 `malformed_bearer` / `invalid_api_key`."""
+    return authenticate(session, bearer_token(request.headers.get("Authorization")))
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
+    """The path's job if it belongs to the current user; 404 otherwise (never leaks)."""
+    job = get_user_job(session, user.id, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+OwnedJob = Annotated[Job, Depends(get_owned_job)]

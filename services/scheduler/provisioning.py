@@ -1,0 +1,134 @@
+"""Per-run NVFlare provisioning: one project, one server, one client per site name, one admin.
+
+Every run gets fresh certificates (`nvflare provision`, ~1 s). The returned startup kits hold
+private keys: treat them as secrets (they live in the platform bucket only).
+"""
+
+import io
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field
+
+SERVER_NAME = "server"
+ORG = "rondo"
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
+class ProvisionRequest(BaseModel):
+    """What a run needs provisioned."""
+
+    project: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    server_host: str = Field(description="Address clients dial: 'localhost' on one host")
+    fed_learn_port: int = Field(ge=1, le=65535)
+    admin_port: int = Field(ge=1, le=65535)
+    site_names: list[str] = Field(min_length=1, description="Clients: slots plus spare names")
+    admin_name: str = "admin@rondo.local"
+
+
+class ProvisionedKits(BaseModel):
+    """Startup kit folders of one provisioned run, by participant."""
+
+    root: Path = Field(description="Temporary folder holding every kit; delete when done")
+    server: Path
+    admin: Path
+    clients: dict[str, Path]
+
+
+class ProvisioningError(RuntimeError):
+    pass
+
+
+def project_yaml(request: ProvisionRequest) -> dict[str, object]:
+    """The api_version 3 project of one run.
+
+    The server is named `server`; its certificate and the clients' target use `server_host`
+    (its `default_host`), plus the loopback names so an agent on the server host can dial
+    those too.
+    """
+    server: dict[str, object] = {
+        "name": SERVER_NAME,
+        "type": "server",
+        "org": ORG,
+        "fed_learn_port": request.fed_learn_port,
+        "admin_port": request.admin_port,
+        "default_host": request.server_host,
+        "host_names": [h for h in LOCAL_HOSTS if h != request.server_host],
+    }
+    clients = [{"name": name, "type": "client", "org": ORG} for name in request.site_names]
+    admin = {"name": request.admin_name, "type": "admin", "org": ORG, "role": "project_admin"}
+    return {
+        "api_version": 3,
+        "name": request.project,
+        "description": "Rondo run",
+        "participants": [server, *clients, admin],
+        "builders": [
+            {"path": "nvflare.lighter.impl.workspace.WorkspaceBuilder"},
+            {
+                "path": "nvflare.lighter.impl.static_file.StaticFileBuilder",
+                "args": {"config_folder": "config"},
+            },
+            {"path": "nvflare.lighter.impl.cert.CertBuilder"},
+            {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
+        ],
+    }
+
+
+def provision(request: ProvisionRequest, parent_dir: Path | None = None) -> ProvisionedKits:
+    """Run `nvflare provision` for the run into a new temporary folder; return its kits."""
+    _check_host(request.server_host)
+    root = Path(tempfile.mkdtemp(prefix=f"provision-{request.project}-", dir=parent_dir))
+    project_file = root / "project.yml"
+    project_file.write_text(yaml.safe_dump(project_yaml(request), sort_keys=False))
+    workspace = root / "workspace"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nvflare.cli",
+            "provision",
+            "-p",
+            str(project_file),
+            "-w",
+            str(workspace),
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    kits = workspace / request.project / "prod_00"
+    if result.returncode != 0 or not kits.is_dir():
+        raise ProvisioningError(f"nvflare provision failed: {result.stdout}\n{result.stderr}")
+    return ProvisionedKits(
+        root=root,
+        server=kits / SERVER_NAME,
+        admin=kits / request.admin_name,
+        clients={name: kits / name for name in request.site_names},
+    )
+
+
+def zip_kit(kit_dir: Path) -> bytes:
+    """A kit folder as zip bytes (paths relative to the kit; file modes kept, so the
+    startup scripts stay executable)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(kit_dir.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(kit_dir))
+    return buffer.getvalue()
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not host or any(ch in host for ch in " /:@"):
+        raise ProvisioningError(f"invalid server host {host!r}")

@@ -1,0 +1,404 @@
+"""The scheduler service: bus handlers, each a typed function of its event, and the FastStream app.
+
+`Scheduler` holds what the handlers share and reacts to each event; every change of state
+happens under one lock, so handlers, the placement pass and the reconciler never interleave.
+Handlers are idempotent: a redelivered event, or one of a run that is no longer the job's
+current run, changes nothing.
+"""
+
+import asyncio
+import logging
+from collections import defaultdict
+from functools import partial
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.nats import NatsBroker, PullSub
+from nats.js.api import ConsumerConfig
+
+from rondo.contracts.bus import declare_streams, make_broker, publish, register_health
+from rondo.contracts.events import (
+    CancelMode,
+    FailureCause,
+    JobCancelRequested,
+    JobSubmitted,
+    ProcessPhase,
+    RoundCompleted,
+    RunEnded,
+    RunProcessChanged,
+    RunStarted,
+    WorkerHeartbeat,
+    utc_now,
+)
+from rondo.contracts.states import JobState, SlotStatus
+from rondo.contracts.storage import platform_s3_client
+from rondo.contracts.subjects import HEARTBEAT_FILTER, JOBS_STREAM, Durables
+from rondo.contracts.telemetry import tag_job
+from rondo.contracts.training import Timing
+from rondo.scheduler.config import SchedulerSettings
+from rondo.scheduler.dispatch import Dispatcher, MissingObjectError, Provisioner, RunCreator
+from rondo.scheduler.failures import HINTS
+from rondo.scheduler.models import JobPublic, RunPublic, RunSlotUpdate, RunUpdate
+from rondo.scheduler.outbox import Outbox, Publish
+from rondo.scheduler.placement import AgentCapacity, Placement, PlacementRequest, plan
+from rondo.scheduler.reconciler import Reconciler
+from rondo.scheduler.state_machine import Clock, FailureReport, JobStateMachine
+from rondo.scheduler.store import JobStore, make_store
+from rondo.scheduler.workers import WorkerRegistry
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "scheduler"
+# A handler that keeps failing on one event stops being handed it after this many tries.
+MAX_DELIVER = 10
+
+
+class Scheduler:
+    """The scheduler's state and its reactions to events."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        store: JobStore,
+        dispatcher: RunCreator,
+        publish: Publish,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.registry = WorkerRegistry(store, clock)
+        self.outbox = Outbox(store, publish)
+        self.machine = JobStateMachine(store, self.outbox, clock, self.registry.last_heard)
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()  # set when placement may have become possible
+        # Which agents count as online for placement; each job's own Timing judges its runs.
+        self.lost_after_s = Timing().worker_lost_after_s
+
+    def health(self) -> dict[str, Any]:
+        return self.registry.summary(self.lost_after_s)
+
+    def _current(self, job_id: str, run_id: str) -> tuple[JobPublic, RunPublic] | None:
+        """The job and run if `run_id` is the job's live current run, else None (stale)."""
+        job = self.store.get_job(job_id)
+        if job is None or job.state.is_terminal or job.run_id != run_id:
+            logger.debug("ignoring an event of run %s of job %s: not current", run_id, job_id)
+            return None
+        run = self.store.get_run(run_id)
+        return (job, run) if run is not None and run.active else None
+
+    # --- Gateway events ----------------------------------------------------------------------
+
+    async def on_submitted(self, event: JobSubmitted) -> None:
+        async with self.lock:
+            job = await self.machine.submit(event)
+        if job is not None:
+            logger.info("job %s submitted by %s", event.job_id, event.user_id)
+            self.wake.set()
+
+    async def on_cancel(self, event: JobCancelRequested) -> None:
+        async with self.lock:
+            job = self.store.get_job(event.job_id)
+            if job is None or job.state.is_terminal:
+                return
+            who = f"by {event.requested_by}"
+            if event.mode == CancelMode.STOP and job.state == JobState.RUNNING:
+                await self.machine.transition(
+                    job.job_id, JobState.FINISHED, reason=f"stopped {who}", stop_reason="stopped"
+                )
+            else:
+                await self.machine.transition(
+                    job.job_id, JobState.CANCELLED, reason=f"cancelled {who}", stop_reason="cancel"
+                )
+        self.wake.set()
+
+    # --- Run events --------------------------------------------------------------------------
+
+    async def on_process(self, event: RunProcessChanged) -> None:
+        async with self.lock:
+            found = self._current(event.job_id, event.run_id)
+            if found is None:
+                return
+            job, run = found
+            if event.role == "server":
+                await self._on_server_process(job, run, event)
+            else:
+                await self._on_client_process(job, event)
+
+    async def _on_server_process(
+        self, job: JobPublic, run: RunPublic, event: RunProcessChanged
+    ) -> None:
+        if event.phase == ProcessPhase.READY and run.server_ready_at is None:
+            self.store.update_run(run.run_id, RunUpdate(server_ready_at=self.clock()))
+        elif event.phase == ProcessPhase.EXITED and not event.expected:
+            message = event.error or (
+                f"the FL server on {event.agent_id} exited with code {event.exit_code}"
+            )
+            await self.machine.fail(job.job_id, FailureReport.from_error(message))
+
+    async def _on_client_process(self, job: JobPublic, event: RunProcessChanged) -> None:
+        slot = self._slot_number(job, event)
+        if slot is None:
+            return
+        if event.phase == ProcessPhase.READY:
+            update = RunSlotUpdate(status=SlotStatus.CONNECTED, error=None)
+            await self.machine.progress(job.job_id, slot_updates={slot: update})
+        elif event.phase == ProcessPhase.EXITED and event.expected:
+            done = RunSlotUpdate(status=SlotStatus.DONE)
+            await self.machine.progress(job.job_id, slot_updates={slot: done})
+        elif event.phase == ProcessPhase.EXITED:
+            crashed = bool(event.error) or event.exit_code not in (0, None)
+            status = SlotStatus.ERROR if crashed else SlotStatus.DISCONNECTED
+            update = RunSlotUpdate(status=status, error=event.error)
+            await self.machine.progress(job.job_id, slot_updates={slot: update})
+            if crashed:
+                # The agent's error text is the job's message as is (e.g. a rejected shard).
+                message = event.error or (
+                    f"worker {slot} ({event.site_name}) on {event.agent_id} exited with code "
+                    f"{event.exit_code}"
+                )
+                await self.machine.fail(job.job_id, FailureReport.from_error(message))
+            # A clean but unasked-for exit leaves the slot Disconnected; the reconciler fails
+            # the job if it stays below min_clients (and will replace the worker later).
+
+    def _slot_number(self, job: JobPublic, event: RunProcessChanged) -> int | None:
+        """The job's slot the event's site is (its site name is unique within the run)."""
+        for slot in self.machine.slots(job):
+            if slot.site_name == event.site_name:
+                return slot.slot
+        logger.warning("job %s: no slot for site %s", job.job_id, event.site_name)
+        return None
+
+    async def _ensure_running(self, job: JobPublic) -> None:
+        """RUNNING, every client connected. Consumers run in parallel, so a round or the
+        run's end may be handled before RunStarted: either means the run did start."""
+        if job.state != JobState.PENDING:
+            return
+        connected = RunSlotUpdate(status=SlotStatus.CONNECTED)
+        waiting = [s.slot for s in self.machine.slots(job) if s.status == SlotStatus.ASSIGNED]
+        await self.machine.transition(
+            job.job_id, JobState.RUNNING, slot_updates=dict.fromkeys(waiting, connected)
+        )
+
+    async def on_run_started(self, event: RunStarted) -> None:
+        async with self.lock:
+            found = self._current(event.job_id, event.run_id)
+            if found is None:
+                return
+            job, run = found
+            if run.started_at is None:
+                update = RunUpdate(started_at=self.clock(), nvflare_job_id=event.nvflare_job_id)
+                self.store.update_run(run.run_id, update)
+            await self._ensure_running(job)
+
+    async def on_round_completed(self, event: RoundCompleted) -> None:
+        async with self.lock:
+            found = self._current(event.job_id, event.run_id)
+            if found is None:
+                return
+            job, _ = found
+            await self._ensure_running(job)
+            await self.machine.progress(job.job_id, current_round=event.round + 1)
+
+    async def on_run_ended(self, event: RunEnded) -> None:
+        async with self.lock:
+            found = self._current(event.job_id, event.run_id)
+            if found is None:
+                return
+            job, _ = found
+            if event.completed:
+                await self._ensure_running(job)
+                await self.machine.progress(job.job_id, current_round=job.num_rounds)
+                await self.machine.transition(
+                    job.job_id, JobState.FINISHED, stop_reason="run completed"
+                )
+            else:
+                message = event.error or (
+                    f"the NVFlare run ended after {job.current_round} of {job.num_rounds} rounds"
+                )
+                await self.machine.fail(job.job_id, FailureReport.from_error(message))
+        self.wake.set()
+
+    # --- Workers -----------------------------------------------------------------------------
+
+    def on_heartbeat(self, event: WorkerHeartbeat) -> None:
+        if self.registry.observe(event, self.lost_after_s):
+            self.wake.set()
+
+    # --- Placement ---------------------------------------------------------------------------
+
+    async def place_pending(self) -> None:
+        """Place every PENDING job that has no run yet, oldest first; dispatch those that fit."""
+        async with self.lock:
+            queue = [job for job in self.store.list_jobs([JobState.PENDING]) if not job.run_id]
+            if not queue:
+                return
+            requests = [
+                PlacementRequest(job.job_id, len(job.submitted.shard_keys), job.submitted.gpu)
+                for job in queue
+            ]
+            for job, decision in zip(queue, plan(requests, self._capacities()), strict=True):
+                if isinstance(decision, Placement):
+                    await self._dispatch(job, decision)
+                else:
+                    await self.machine.progress(job.job_id, reason=decision.reason)
+
+    def _capacities(self) -> list[AgentCapacity]:
+        """Online agents with the slots and ports that live runs hold on them."""
+        busy: dict[str, set[int]] = defaultdict(set)
+        ports: dict[str, set[int]] = defaultdict(set)
+        servers: dict[str, int] = defaultdict(int)
+        for slot in self.store.list_active_slots():
+            busy[slot.agent_id].add(slot.device_index)
+        for run in self.store.list_active_runs():
+            ports[run.server_agent_id] |= {run.fed_learn_port, run.admin_port}
+            servers[run.server_agent_id] += 1
+        capacities = []
+        for heartbeat in self.registry.online(self.lost_after_s):
+            agent_id = heartbeat.agent_id
+            # An ended run's FL server that is still shutting down keeps its ports a while.
+            for process in heartbeat.running:
+                run = self.store.get_run(process.run_id) if process.role == "server" else None
+                if run is not None and not run.active:
+                    ports[agent_id] |= {run.fed_learn_port, run.admin_port}
+            capacities.append(
+                AgentCapacity(
+                    agent_id=agent_id,
+                    host=heartbeat.host,
+                    slots=heartbeat.slots,
+                    fl_port_range=heartbeat.fl_port_range,
+                    busy_slots=frozenset(busy[agent_id]),
+                    used_ports=frozenset(ports[agent_id]),
+                    server_roles=servers[agent_id],
+                )
+            )
+        return capacities
+
+    async def _dispatch(self, job: JobPublic, placement: Placement) -> None:
+        agents = {agent_id: self.registry.get(agent_id) for agent_id in placement.agents}
+        known = {agent_id: hb for agent_id, hb in agents.items() if hb is not None}
+        try:
+            run_plan = await asyncio.to_thread(
+                self.dispatcher.create_run, job.submitted, placement, known
+            )
+        except MissingObjectError as error:
+            cause = FailureCause.MISSING_FILE
+            await self.machine.fail(job.job_id, FailureReport(str(error), cause, HINTS[cause]))
+            return
+        except Exception as error:
+            logger.exception("job %s: creating its run failed", job.job_id)
+            report = FailureReport.from_error(f"could not start the job's run: {error}")
+            await self.machine.fail(job.job_id, report)
+            return
+        count = len(run_plan.slots)
+        reason = f"starting the FL server and {count} worker{'s' if count != 1 else ''}"
+        run = await self.machine.start_run(
+            job.job_id, run_plan.run, run_plan.slots, run_plan.dispatches, reason=reason
+        )
+        if run is None:
+            logger.warning("job %s moved on while run %s was created", job.job_id, run_plan.run)
+        else:
+            logger.info(
+                "job %s: run %s on %s (server %s:%d)",
+                job.job_id,
+                run.run_id,
+                ", ".join(placement.agents),
+                run.server_host,
+                run.fed_learn_port,
+            )
+
+
+def register_handlers(broker: NatsBroker, scheduler: Scheduler) -> None:
+    """Subscribe the scheduler: durable pull consumers on RONDO_JOBS, core-NATS heartbeats."""
+
+    def durable(subject: str, name: str) -> Any:
+        return broker.subscriber(
+            subject,
+            stream=JOBS_STREAM.ref,
+            durable=name,
+            pull_sub=PullSub(timeout=1.0),
+            config=ConsumerConfig(max_deliver=MAX_DELIVER),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )
+
+    @durable(JobSubmitted.SUBJECT, Durables.SCHEDULER_SUBMITTED)
+    async def on_job_submitted(event: JobSubmitted) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_submitted(event)
+
+    @durable(JobCancelRequested.SUBJECT, Durables.SCHEDULER_CANCEL)
+    async def on_job_cancel_requested(event: JobCancelRequested) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_cancel(event)
+
+    @durable(RunProcessChanged.SUBJECT, Durables.SCHEDULER_RUN_PROCESS)
+    async def on_run_process(event: RunProcessChanged) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_process(event)
+
+    @durable(RunStarted.SUBJECT, Durables.SCHEDULER_RUN_STARTED)
+    async def on_run_started(event: RunStarted) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_run_started(event)
+
+    @durable(RoundCompleted.SUBJECT, Durables.SCHEDULER_ROUNDS)
+    async def on_round_completed(event: RoundCompleted) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_round_completed(event)
+
+    @durable(RunEnded.SUBJECT, Durables.SCHEDULER_RUN_ENDED)
+    async def on_run_ended(event: RunEnded) -> None:
+        tag_job(event.job_id)
+        await scheduler.on_run_ended(event)
+
+    @broker.subscriber(HEARTBEAT_FILTER)
+    async def on_worker_heartbeat(event: WorkerHeartbeat) -> None:
+        scheduler.on_heartbeat(event)
+
+
+def build_app(
+    settings: SchedulerSettings,
+    *,
+    provisioner: Provisioner | None = None,
+    clock: Clock = utc_now,
+) -> tuple[FastStream, Scheduler]:
+    """The scheduler as a FastStream app; starting the app starts the reconciler too."""
+    broker = make_broker(settings, SERVICE)
+    store = make_store(settings.sqlalchemy_url)
+    dispatcher = Dispatcher(
+        platform_s3_client(settings),
+        settings.platform_bucket,
+        settings.work_dir,
+        clock,
+        provisioner=provisioner,
+        spare_sites_per_slot=settings.spare_sites_per_slot,
+    )
+    scheduler = Scheduler(settings, store, dispatcher, partial(publish, broker), clock)
+    reconciler = Reconciler(scheduler)
+    register_handlers(broker, scheduler)
+    register_health(broker, SERVICE, scheduler.health)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def connect_and_declare() -> None:
+        restored = scheduler.registry.restore()
+        logger.info("scheduler starting; %d known workers restored", restored)
+        await broker.connect()
+        await declare_streams(broker, settings.nats_stream_replicas)
+
+    async def start_reconciler() -> None:
+        tasks.append(asyncio.create_task(reconciler.run(), name="scheduler-reconciler"))
+
+    async def stop_reconciler() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
+
+    app = FastStream(
+        broker,
+        on_startup=[connect_and_declare],
+        after_startup=[start_reconciler],
+        on_shutdown=[stop_reconciler],
+    )
+    return app, scheduler

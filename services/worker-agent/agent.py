@@ -1,0 +1,172 @@
+"""The worker-agent on the bus: dispatch/stop consumers, heartbeats, health, shutdown.
+
+Dispatches and stops arrive on durable pull consumers of this agent's own subjects
+(`rondo.agent.<id>.dispatch|stop`, stream RONDO_AGENTS). Heartbeats go out on core NATS every
+interval: silence is how the scheduler learns this host is gone.
+"""
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from faststream.nats import NatsBroker, PullSub
+
+from rondo.contracts.bus import declare_streams, make_broker, publish, register_health
+from rondo.contracts.events import (
+    Event,
+    JobDispatched,
+    RunStopRequested,
+    WorkerHeartbeat,
+    utc_now,
+)
+from rondo.contracts.subjects import (
+    AGENTS_STREAM,
+    STAGING_OBJECT_STORE,
+    Durables,
+    agent_dispatch_subject,
+    agent_stop_subject,
+)
+from rondo.contracts.telemetry import tag_job
+from rondo.worker_agent import flare_runs
+from rondo.worker_agent.config import AgentSettings
+from rondo.worker_agent.downloads import make_http_client
+from rondo.worker_agent.inventory import Inventory
+from rondo.worker_agent.run_manager import FlareRuns, RunManager
+from rondo.worker_agent.runtime import LocalProcessRuntime, Runtime
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "worker-agent"
+PULL_TIMEOUT_S = 5.0
+LEFTOVER_KILL_GRACE_S = 5.0
+
+
+class WorkerAgent:
+    """One agent process: `start()`, then `stop()` (kills every run it started)."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        runtime: Runtime | None = None,
+        flare: FlareRuns = flare_runs,
+    ) -> None:
+        self.settings = settings
+        self._runtime = runtime or LocalProcessRuntime(owner=settings.agent_id)
+        self._flare = flare
+        self._inventory = Inventory(settings.inventory)
+        self._started_at: datetime = utc_now()
+        self._http = make_http_client()
+        self._manager: RunManager | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.broker = self._build_broker()
+
+    @property
+    def manager(self) -> RunManager:
+        assert self._manager is not None, "the agent is not started"
+        return self._manager
+
+    def _build_broker(self) -> NatsBroker:
+        agent_id = self.settings.agent_id
+        broker = make_broker(self.settings, f"{SERVICE}-{agent_id}")
+
+        @broker.subscriber(
+            agent_dispatch_subject(agent_id),
+            stream=AGENTS_STREAM.ref,
+            durable=Durables.agent_dispatch(agent_id),
+            pull_sub=PullSub(timeout=PULL_TIMEOUT_S),
+        )
+        async def on_dispatch(event: JobDispatched) -> None:
+            tag_job(event.job_id)
+            await self.manager.dispatch(event)
+
+        @broker.subscriber(
+            agent_stop_subject(agent_id),
+            stream=AGENTS_STREAM.ref,
+            durable=Durables.agent_stop(agent_id),
+            pull_sub=PullSub(timeout=PULL_TIMEOUT_S),
+        )
+        async def on_stop(event: RunStopRequested) -> None:
+            tag_job(event.job_id)
+            await self.manager.stop(event)
+
+        register_health(broker, f"{SERVICE}.{agent_id}", self._health_detail)
+        return broker
+
+    async def start(self) -> None:
+        """End leftovers of a previous life, connect, then consume and send heartbeats."""
+        killed = await asyncio.to_thread(self._runtime.kill_leftovers, LEFTOVER_KILL_GRACE_S)
+        if killed:
+            logger.warning("ended %d process(es) left by a previous run of this agent", killed)
+        self.settings.work_root.mkdir(parents=True, exist_ok=True)
+        await self.broker.connect()
+        await declare_streams(self.broker, self.settings.nats_stream_replicas)
+        store = await self.broker.object_storage(STAGING_OBJECT_STORE)
+        self._manager = RunManager(
+            settings=self.settings,
+            publish=self._publish,
+            store=store,
+            runtime=self._runtime,
+            flare=self._flare,
+            http=self._http,
+        )
+        await asyncio.to_thread(self._manager.remove_stale_runs)
+        await self.broker.start()
+        await self._send_heartbeat()  # the scheduler may place work here right away
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        logger.info(
+            "worker-agent %s up: %d slot(s), FL ports %s, work dir %s",
+            self.settings.agent_id,
+            len(self._inventory.current()),
+            self.settings.fl_port_range,
+            self.settings.work_root,
+        )
+
+    async def stop(self) -> None:
+        """Stop every run (EXITED, expected), then leave the bus."""
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        if self._manager is not None:
+            await self._manager.stop_all("worker-agent shutting down")
+        await self.broker.stop()
+        await self._http.aclose()
+        self._inventory.close()
+
+    # --- heartbeats and health --------------------------------------------------------------
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            agent_id=self.settings.agent_id,
+            host=self.settings.agent_host,
+            slots=self._inventory.current(),
+            fl_port_range=self.settings.fl_port_range,
+            running=self._manager.running() if self._manager else [],
+            started_at=self._started_at,
+        )
+
+    async def _send_heartbeat(self) -> None:
+        await self._publish(self.heartbeat())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                await self._send_heartbeat()
+            except Exception:
+                logger.exception(
+                    "heartbeat failed; next one in %s s", self.settings.heartbeat_interval_s
+                )
+
+    def _health_detail(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.settings.agent_id,
+            "running": len(self._manager.running()) if self._manager else 0,
+            "gpus": self._inventory.has_gpus,
+        }
+
+    async def _publish(self, event: Event) -> None:
+        await publish(self.broker, event)

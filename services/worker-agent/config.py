@@ -1,0 +1,120 @@
+"""The worker-agent's settings, read from `RONDO_*` / `RONDO_AGENT_*` environment variables."""
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from rondo.contracts.config import ServiceSettings
+from rondo.contracts.events import Slot
+
+# The agent id becomes part of NATS subjects and durable consumer names: no dots or wildcards.
+AGENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def default_agent_id() -> str:
+    """This host's name, made safe for subjects (`gpu-1.lab` -> `gpu-1-lab`)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "agent"
+
+
+class AgentSettings(ServiceSettings):
+    """One worker-agent: its identity, what it offers the scheduler, and where it works."""
+
+    # Fields are read from the exact variable in their alias and can be passed by name in code.
+    model_config = SettingsConfigDict(env_prefix="RONDO_", extra="ignore", populate_by_name=True)
+
+    agent_id: str = Field(
+        default_factory=default_agent_id,
+        validation_alias="RONDO_AGENT_ID",
+        description="Unique per host; names this agent's subjects and durables",
+    )
+    agent_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="RONDO_AGENT_HOST",
+        description="Address other hosts dial to reach an FL server run by this agent",
+    )
+    fl_port_range: Annotated[tuple[int, int], NoDecode] = Field(
+        default=(20000, 20019),
+        validation_alias="RONDO_AGENT_FL_PORTS",
+        description="Inclusive port range lent to FL servers, written 'FIRST-LAST'",
+    )
+    inventory: list[Slot] | None = Field(
+        default=None,
+        validation_alias="RONDO_AGENT_INVENTORY",
+        description="Declared slots (JSON list of Slot); unset: detect GPUs, else one CPU slot",
+    )
+    work_dir: Path | None = Field(
+        default=None,
+        validation_alias="RONDO_AGENT_WORK_DIR",
+        description="Kits, shards, envs and NVFlare workspaces; default <data_dir>/agents/<id>",
+    )
+    torch_threads: int = Field(default=1, ge=1, validation_alias="RONDO_AGENT_TORCH_THREADS")
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, validation_alias="RONDO_AGENT_HEARTBEAT_INTERVAL_S"
+    )
+    requirements_timeout_s: float = Field(
+        default=600.0, gt=0, validation_alias="RONDO_AGENT_REQUIREMENTS_TIMEOUT_S"
+    )
+    submit_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias="RONDO_AGENT_SUBMIT_TIMEOUT_S",
+        description="How long the FL server waits for its clients before the run is failed",
+    )
+    keep_run_dirs: bool = Field(
+        default=False,
+        validation_alias="RONDO_AGENT_KEEP_RUN_DIRS",
+        description="Keep a stopped run's folder (kits hold private keys: debugging only)",
+    )
+    shard_max_bytes: int = Field(
+        default=64 * 1024**3,
+        gt=0,
+        validation_alias="RONDO_AGENT_SHARD_MAX_BYTES",
+        description="Largest unpacked size of one shard",
+    )
+    shard_max_ratio: float = Field(
+        default=200.0,
+        gt=1,
+        validation_alias="RONDO_AGENT_SHARD_MAX_RATIO",
+        description="Largest uncompressed/compressed size ratio of a shard entry (zip bombs)",
+    )
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent_id_is_subject_safe(cls, value: str) -> str:
+        if not AGENT_ID_PATTERN.match(value):
+            raise ValueError("RONDO_AGENT_ID may contain only letters, digits, '-' and '_'")
+        return value
+
+    @field_validator("fl_port_range", mode="before")
+    @classmethod
+    def _parse_port_range(cls, value: object) -> object:
+        if isinstance(value, str):
+            first, sep, last = value.partition("-")
+            if not sep:
+                raise ValueError("RONDO_AGENT_FL_PORTS must look like '20000-20019'")
+            return (int(first), int(last))
+        return value
+
+    @field_validator("fl_port_range")
+    @classmethod
+    def _port_range_is_ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        first, last = value
+        if not 0 < first <= last < 65536:
+            raise ValueError("RONDO_AGENT_FL_PORTS must be FIRST-LAST with 0 < FIRST <= LAST")
+        return value
+
+    @model_validator(mode="after")
+    def _default_work_dir(self) -> "AgentSettings":
+        if self.work_dir is None:
+            self.work_dir = self.data_dir / "agents" / self.agent_id
+        return self
+
+    @property
+    def work_root(self) -> Path:
+        """The work dir, always set after validation."""
+        assert self.work_dir is not None
+        return self.work_dir

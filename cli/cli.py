@@ -1,4 +1,7 @@
-"""The `rondo` command: the local stack (`up`, `down`, `status`, `env`), traces, CLI login."""
+"""The `rondo` command: the local stack (`up`, `down`, `status`, `env`), traces, CLI login.
+
+Jobs, files and shards commands live in `commands_*` modules, registered below.
+"""
 
 import shlex
 from pathlib import Path
@@ -10,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from rondo import commands_files, commands_jobs, commands_shards, users_cli
+from rondo.cli_support import CliOptions
 from rondo.profile import Profile, save_profile
 from rondo.stack.local import LocalStack, StackError, StackStatus, UpResult
 from rondo.stack.state import load_state
@@ -23,6 +28,18 @@ main = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+commands_jobs.register(main)
+main.add_typer(commands_files.app)
+main.add_typer(commands_shards.app)
+main.add_typer(users_cli.app)
+
+
+@main.callback()
+def _options(
+    debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
+) -> None:
+    CliOptions.debug = debug
+
 
 DataDir = Annotated[
     Path,
@@ -65,8 +82,9 @@ def _print_up(result: UpResult, profile: Path | None) -> None:
     table.add_row("API key", state.user.api_key)
     table.add_row("S3 endpoint", state.s3_endpoint)
     table.add_row("Bucket", state.user.bucket)
-    table.add_row("S3 access key id", state.s3_user.access_key)
-    table.add_row("S3 secret key", state.s3_user.secret_key)
+    if state.s3_user is not None:
+        table.add_row("S3 access key id", state.s3_user.access_key)
+        table.add_row("S3 secret key", state.s3_user.secret_key)
     table.add_row("Workers", ", ".join(a.agent_id for a in state.agents) or "none")
     table.add_row("Logs", str(state.logs_dir))
     if profile is not None:
@@ -91,10 +109,18 @@ def down(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 @main.command()
 def status(
+    job_id: Annotated[
+        str | None, typer.Argument(help="A job: its state, workers and rounds.")
+    ] = None,
+    watch: Annotated[bool, typer.Option(help="With JOB: follow it live until it ends.")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, with memory.")] = False,
 ) -> None:
-    """Health of every part of the local stack; exits 0 only when all are healthy."""
+    """Health of every part of the local stack (exits 0 only when all are healthy); with JOB,
+    that job's status instead."""
+    if job_id is not None:
+        commands_jobs.show_status(job_id, watch, as_json)
+        return
     report = LocalStack(data_dir).status()
     if as_json:
         print(report.model_dump_json(indent=2))
@@ -163,7 +189,7 @@ def env_(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     RONDO_URL, RONDO_API_KEY, RONDO_S3_ENDPOINT, RONDO_S3_ACCESS_KEY, RONDO_S3_SECRET_KEY,
     RONDO_BUCKET."""
     state = load_state(data_dir)
-    if state is None:
+    if state is None or state.s3_user is None:
         errors.print(f"No stack in {data_dir} (start one: rondo up).")
         raise typer.Exit(1)
     variables = {

@@ -1,10 +1,13 @@
-"""Session fixtures: real nats-server and SeaweedFS S3 on free loopback ports."""
+"""Session fixtures: real nats-server and SeaweedFS S3 on free loopback ports; a real
+PostgreSQL (started on first use) and a database per test module on each backend."""
 
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.databases import BACKENDS, new_database
+from support.postgres import PostgresServer
 
 from rondo.contracts.config import ServiceSettings
 from rondo.contracts.storage import S3Client, make_s3_client
@@ -22,6 +25,20 @@ def nats_server(servers_dir: Path) -> Iterator[NatsServer]:
     server.start(servers_dir / "nats.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """An empty database for this test module: its tests run on SQLite, then on PostgreSQL."""
+    return new_database(request, request.param)
 
 
 @pytest.fixture(scope="session")

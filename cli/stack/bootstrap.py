@@ -6,9 +6,11 @@ import time
 from collections.abc import Mapping, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
 from rondo.contracts.storage import make_s3_client
 from rondo.stack.errors import StackError
+from rondo.stack.servers import S3Credentials
 from rondo.stack.state import StackState
 
 ALREADY_THERE = ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
@@ -37,12 +39,20 @@ def ensure_buckets(state: StackState, timeout_s: float = 30) -> None:
             time.sleep(0.2)
 
 
+class DefaultUserAccess(BaseModel):
+    """What the gateway made of the default user: its id and its S3 key (its bucket only)."""
+
+    user_id: str
+    s3: S3Credentials
+
+
 def ensure_default_user(
     state: StackState, manage_argv: Sequence[str], env: Mapping[str, str], timeout_s: float = 60
-) -> str:
-    """Create (or find) the default user with the state's API key; returns its user id.
+) -> DefaultUserAccess:
+    """Create (or find) the default user with the state's API key, its bucket and S3 key.
 
-    Runs the gateway's operator command, which is idempotent for a given API key."""
+    Runs the gateway's operator command, which is idempotent for a given API key: a later
+    start gets the same S3 key back while the store still accepts it."""
     user = state.user
     argv = [
         *manage_argv,
@@ -61,8 +71,17 @@ def ensure_default_user(
         )
     created = _last_json_object(result.stdout)
     if created.get("api_key") != user.api_key or created.get("bucket") != user.bucket:
-        raise StackError(f"the gateway created a different user than asked: {created}")
-    return str(created["user_id"])
+        raise StackError(
+            f"the gateway answered for user {created.get('name')} with bucket "
+            f"{created.get('bucket')}, not the default user asked for"
+        )
+    s3 = S3Credentials(
+        access_key=str(created["s3_access_key"]),
+        secret_key=str(created["s3_secret_key"]),
+        name=user.name,
+        buckets=[user.bucket],
+    )
+    return DefaultUserAccess(user_id=str(created["user_id"]), s3=s3)
 
 
 def _last_json_object(output: str) -> dict[str, object]:

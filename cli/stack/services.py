@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from rondo.contracts.subjects import health_subject
 from rondo.stack.processes import current_env
-from rondo.stack.state import StackState
+from rondo.stack.state import AgentConfig, StackState
 
 SERVICE_MODULES: Mapping[str, str] = {
     "gateway": "rondo.gateway",
@@ -65,6 +65,7 @@ def stack_env(state: StackState) -> dict[str, str]:
     """The environment every service of the stack starts with (the caller's, plus these)."""
     return current_env(
         RONDO_NATS_URL=state.nats_url,
+        RONDO_NATS_STREAM_REPLICAS=str(state.nats_stream_replicas),
         RONDO_S3_ENDPOINT=state.s3_endpoint,
         RONDO_S3_REGION="garage",
         RONDO_S3_ACCESS_KEY=state.s3_admin.access_key,
@@ -103,23 +104,25 @@ def service_parts(state: StackState) -> list[ServicePart]:
             {**base, "RONDO_ARTIFACTS_DATABASE_URL": state.databases["artifacts"]},
         ),
     ]
-    for agent in state.agents:
-        env = {
-            **base,
-            "RONDO_AGENT_ID": agent.agent_id,
-            "RONDO_AGENT_HOST": state.host,
-            "RONDO_AGENT_FL_PORTS": agent.fl_ports_env,
-            "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent.agent_id),
-        }
-        parts.append(
-            ServicePart(
-                agent.part_name,
-                f"worker-agent.{agent.agent_id}",
-                SERVICE_MODULES["worker-agent"],
-                env,
-            )
-        )
+    parts += [agent_part(state, agent) for agent in state.agents]
     return parts
+
+
+def agent_part(state: StackState, agent: AgentConfig, host: str | None = None) -> ServicePart:
+    """One worker-agent of the stack; `host` is the address its FL servers are dialled at
+    (default: the stack's host). Its NVFlare processes run as local processes: the local
+    stack needs no Docker engine, even where one is present."""
+    env = {
+        **stack_env(state),
+        "RONDO_AGENT_ID": agent.agent_id,
+        "RONDO_AGENT_HOST": host or state.host,
+        "RONDO_AGENT_FL_PORTS": agent.fl_ports_env,
+        "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent.agent_id),
+        "RONDO_AGENT_RUNTIME": "process",
+    }
+    return ServicePart(
+        agent.part_name, f"worker-agent.{agent.agent_id}", SERVICE_MODULES["worker-agent"], env
+    )
 
 
 def manage_argv() -> list[str]:

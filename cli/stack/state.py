@@ -47,6 +47,13 @@ class AgentConfig(BaseModel):
         return f"{self.fl_ports[0]}-{self.fl_ports[1]}"
 
 
+class ExternalNats(BaseModel):
+    """A NATS the stack connects to instead of starting its own (e.g. a cluster)."""
+
+    url: str = Field(description="RONDO_NATS_URL: one server, or several separated by commas")
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="RONDO_NATS_STREAM_REPLICAS")
+
+
 class StackPorts(BaseModel):
     nats: int
     nats_monitor: int
@@ -96,14 +103,26 @@ class StackState(BaseModel):
     agents: list[AgentConfig]
     platform_bucket: str = PLATFORM_BUCKET
     s3_admin: S3Credentials = Field(description="The platform's identity: every bucket")
-    s3_user: S3Credentials = Field(description="The default user's identity: their bucket only")
+    s3_user: S3Credentials | None = Field(
+        default=None,
+        description="The default user's S3 key (their bucket only), as the gateway minted it",
+    )
     user: DefaultUser
     databases: dict[str, str] = Field(description="service -> SQLAlchemy URL")
     processes: dict[str, ProcessRecord] = Field(default_factory=dict, description="part -> pid")
+    external_nats: ExternalNats | None = Field(
+        default=None, description="Set: use this NATS, start none (ports.nats* unused)"
+    )
 
     @property
     def nats_url(self) -> str:
+        if self.external_nats is not None:
+            return self.external_nats.url
         return f"nats://{self.host}:{self.ports.nats}"
+
+    @property
+    def nats_stream_replicas(self) -> int:
+        return self.external_nats.stream_replicas if self.external_nats is not None else 1
 
     @property
     def nats_health_url(self) -> str:
@@ -196,7 +215,6 @@ def new_state(data_dir: Path, workers: int, host: str = "127.0.0.1") -> StackSta
         ),
         agents=agents,
         s3_admin=_new_credentials("rondo-platform"),
-        s3_user=_new_credentials(DEFAULT_USER_NAME, buckets=[DEFAULT_BUCKET]),
         user=DefaultUser(api_key=DEV_API_KEY_PREFIX + secrets.token_urlsafe(32)),
         databases={
             service: f"sqlite:///{data_dir / 'db' / f'{service}.db'}"

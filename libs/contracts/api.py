@@ -5,11 +5,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from rondo.contracts.events import FailureCause, WorkerContribution
+from rondo.contracts.events import FailureCause, Slot, WorkerContribution
+from rondo.contracts.job_checks import Problem
 from rondo.contracts.states import JobState, WorkerPanel, WorkerSlotView
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 
 JOB_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Offsets and line numbers above this overflow database integers: refused as invalid.
+MAX_OFFSET = 2**31 - 1
 
 
 class ErrorBody(BaseModel):
@@ -18,6 +21,11 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     hint: str = ""
+    problems: list[Problem] | None = Field(
+        default=None,
+        description="Every problem found (code `invalid_job`: the job folder's files); "
+        "`message` and `hint` summarise them",
+    )
 
 
 class JobCreate(BaseModel):
@@ -89,3 +97,139 @@ class JobStreamEvent(StrEnum):
     PROGRESS = "progress"  # JobPublic after a reason/panel/round change
     FAILED = "failed"  # JobPublic with its `error` set
     ROUND = "round"  # RoundPublic
+    LOG = "log"  # LogLines: new lines of one log source
+
+
+class UserStreamEvent(StrEnum):
+    """`event:` names of `GET /api/events`: changes to any of the user's jobs (JobPublic data)."""
+
+    READY = "ready"  # sent once, when subscribed: list the jobs after it and miss no change
+    STATE = JobStreamEvent.STATE.value
+    PROGRESS = JobStreamEvent.PROGRESS.value
+    FAILED = JobStreamEvent.FAILED.value
+
+
+# --- Files: the user's own bucket (keys are bucket-relative) ---------------------------------
+
+MULTIPART_PART_SIZE = 50 * 1024 * 1024
+LOG_SOURCE_PATTERN = r"^(server|client_[0-9]+)$"
+
+
+class FileObject(BaseModel):
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class FileListing(BaseModel):
+    """One level of the bucket under `prefix` (delimiter "/")."""
+
+    prefix: str
+    folders: list[str] = Field(description="Full keys of the sub-folders, each ending in '/'")
+    objects: list[FileObject]
+    truncated: bool = Field(
+        default=False, description="More entries exist than one listing returns"
+    )
+
+
+class FileText(BaseModel):
+    """The start of a text object, for the viewer."""
+
+    key: str
+    size: int = Field(description="The whole object's size in bytes")
+    truncated: bool = Field(description="Only the first max_bytes are in `text`")
+    text: str
+
+
+class DownloadUrlRequest(BaseModel):
+    key: str
+
+
+CONTENT_TYPE_PATTERN = r"^[!-~][ -~]*$"  # printable ASCII: it becomes a signed header
+# Upload ids and ETags the store hands out are printable ASCII without spaces.
+TOKEN_PATTERN = r"^[!-~]+$"
+
+
+class UploadUrlRequest(BaseModel):
+    key: str
+    content_type: str = Field(
+        default="application/octet-stream",
+        max_length=255,
+        pattern=CONTENT_TYPE_PATTERN,
+        description="The PUT must send this Content-Type header",
+    )
+
+
+class PresignedUrl(BaseModel):
+    url: str
+    expires_at: datetime
+
+
+class MultipartInit(BaseModel):
+    key: str
+    size: int = Field(gt=0, description="The whole object's size in bytes")
+    content_type: str = Field(
+        default="application/octet-stream", max_length=255, pattern=CONTENT_TYPE_PATTERN
+    )
+
+
+class MultipartUpload(BaseModel):
+    """PUT part n (1-based) of the file to `urls[n-1]`, keep each answer's ETag header."""
+
+    upload_id: str
+    key: str
+    part_size: int = Field(description="Every part but the last has exactly this many bytes")
+    urls: list[str]
+
+
+class UploadedPart(BaseModel):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=1024, pattern=TOKEN_PATTERN)
+
+
+class MultipartComplete(BaseModel):
+    upload_id: str = Field(min_length=1, max_length=1024, pattern=TOKEN_PATTERN)
+    key: str
+    parts: list[UploadedPart] = Field(min_length=1, max_length=10_000)
+
+
+class MultipartAbort(BaseModel):
+    upload_id: str = Field(min_length=1, max_length=1024, pattern=TOKEN_PATTERN)
+    key: str
+
+
+class StoredObject(BaseModel):
+    """An object just written (a completed multipart upload)."""
+
+    key: str
+    etag: str
+
+
+# --- Logs and workers ---------------------------------------------------------------------
+
+
+class LogLines(BaseModel):
+    """Consecutive lines of one job log; `first_line` is the 0-based number of `lines[0]`."""
+
+    source: str = Field(description="'server' or 'client_<slot>'")
+    first_line: int
+    lines: list[str]
+
+
+class JobLogs(LogLines):
+    total: int = Field(description="Lines of this source stored so far")
+
+
+class WorkerPublic(BaseModel):
+    agent_id: str
+    host: str
+    online: bool
+    last_heartbeat_at: datetime
+    slots: list[Slot]
+    jobs: list[str] = Field(description="Your jobs with a process on this worker")
+
+
+class WorkerList(BaseModel):
+    online_count: int
+    total_free_memory_mb: int = Field(description="Free memory of the online workers' slots")
+    workers: list[WorkerPublic]

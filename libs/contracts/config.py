@@ -9,10 +9,18 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def split_server_urls(urls: str) -> list[str]:
+    """'nats://a:4222, nats://b:4222' -> ['nats://a:4222', 'nats://b:4222']."""
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RONDO_", extra="ignore")
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="One NATS server, or a cluster's servers separated by commas",
+    )
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
 
     s3_endpoint: str = "http://127.0.0.1:8333"
@@ -28,6 +36,11 @@ class ServiceSettings(BaseSettings):
         default=None, description="OTLP/HTTP traces endpoint; unset keeps spans in the data dir"
     )
     log_level: str = "INFO"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """`nats_url` as the server list NATS clients take (they do not split a string)."""
+        return split_server_urls(self.nats_url)
 
     @property
     def log_dir(self) -> Path:

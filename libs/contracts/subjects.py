@@ -35,6 +35,17 @@ class StreamSpec:
         return JStream(name=self.name, declare=False)
 
 
+def subject_matches(subject: str, pattern: str) -> bool:
+    """NATS matching: `*` is one token, a final `>` one or more."""
+    tokens, wanted = subject.split("."), pattern.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or token not in ("*", tokens[index]):
+            return False
+    return len(tokens) == len(wanted)
+
+
 JOBS_STREAM = StreamSpec(
     "RONDO_JOBS",
     ("rondo.job.>", "rondo.run.>", "rondo.round.>", "rondo.artifact.>"),
@@ -44,8 +55,23 @@ AGENTS_STREAM = StreamSpec("RONDO_AGENTS", ("rondo.agent.>",), max_age_s=3600.0)
 LOGS_STREAM = StreamSpec("RONDO_LOGS", ("rondo.logs.>",), max_age_s=3 * 24 * 3600.0)
 ALL_STREAMS = (JOBS_STREAM, AGENTS_STREAM, LOGS_STREAM)
 
+
+def stream_of(subject: str) -> StreamSpec | None:
+    """The stream that stores `subject`, or None for core NATS subjects (heartbeats)."""
+    for spec in ALL_STREAMS:
+        if any(subject_matches(subject, pattern) for pattern in spec.subjects):
+            return spec
+    return None
+
+
 # The NATS object store that carries checkpoints and user out_dir files to the artifacts service.
 STAGING_OBJECT_STORE = "rondo-staging"
+
+
+def staging_stream_name() -> str:
+    """The JetStream stream behind the staging object store (NATS names it `OBJ_<bucket>`)."""
+    return f"OBJ_{STAGING_OBJECT_STORE}"
+
 
 # Core NATS subjects.
 HEARTBEAT_FILTER = "rondo.worker.heartbeat.*"
@@ -79,6 +105,7 @@ class Durables:
     GATEWAY_PROGRESS = "gateway-job-progress"
     GATEWAY_FAILED = "gateway-job-failed"
     GATEWAY_ROUNDS = "gateway-round-completed"
+    GATEWAY_LOGS = "gateway-logs"
     ARTIFACTS_SUBMITTED = "artifacts-job-submitted"
     ARTIFACTS_ROUNDS = "artifacts-round-completed"
     ARTIFACTS_STAGED = "artifacts-artifact-staged"

@@ -3,7 +3,7 @@
 # ensure_venv [EXTRAS]: create .venv with python3 (3.11+) unless it exists, then install
 # torch==2.13.0 first (the local CPU wheel; anything looser may pull a CUDA build of several GB)
 # and `pip install -e .[EXTRAS]`. Skipped when pyproject.toml and EXTRAS are unchanged since the
-# last install (stamp file in .venv).
+# last install (stamp file in .venv). Then the dashboard's npm packages (ensure_web_packages).
 
 ensure_venv() {
   local extras="${1:-}"
@@ -24,4 +24,21 @@ ensure_venv() {
     rm -f .venv/.rondo-installed-*
     touch "$stamp"
   fi
+  ensure_web_packages
+}
+
+# ensure_web_packages: the dashboard's npm packages (Monaco) into services/gateway/web/
+# node_modules, exactly as package-lock.json pins them; skipped while that lock is unchanged.
+# Without npm the dashboard still runs; its file viewer then shows plain text.
+ensure_web_packages() {
+  local web=services/gateway/web
+  local stamp
+  stamp="$web/node_modules/.rondo-installed-$(sha256sum "$web/package-lock.json" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  if ! command -v npm >/dev/null; then
+    echo "npm not found: the dashboard's file viewer falls back to plain text" >&2
+    return 0
+  fi
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$stamp"
 }

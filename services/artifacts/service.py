@@ -47,7 +47,6 @@ from rondo.contracts.subjects import (
     JOBS_STREAM,
     LOGS_FILTER,
     LOGS_STREAM,
-    STAGING_OBJECT_STORE,
     Durables,
 )
 from rondo.contracts.telemetry import tag_job
@@ -230,8 +229,7 @@ def build_service(
 
     async def connect() -> None:
         await broker.connect()
-        await declare_streams(broker, settings.nats_stream_replicas)
-        object_store = await broker.object_storage(STAGING_OBJECT_STORE)
+        object_store = await declare_streams(broker, settings.nats_stream_replicas)
         handlers.open_staging(StagingArea(object_store, settings.work_dir))
 
     app = FastStream(

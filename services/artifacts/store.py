@@ -5,17 +5,14 @@ threads (log rendering). Every write is idempotent, so a redelivered event chang
 """
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import Engine, Table, event, func
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 
 from rondo.artifacts.layout import JobLocation, normalize_prefix
+from rondo.artifacts.migrations import MIGRATIONS
 from rondo.artifacts.models import (
-    ArtifactsTable,
     DirtyLogFile,
     JobRow,
     LogFileRow,
@@ -28,7 +25,9 @@ from rondo.artifacts.models import (
     now_utc,
     utc,
 )
+from rondo.contracts.database import dialect_insert, make_engine
 from rondo.contracts.events import WorkerContribution
+from rondo.contracts.migrations import upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -93,17 +92,6 @@ class ArtifactsStore(Protocol):
     def mark_log_flushed(self, job_id: str, file_name: str, version: int) -> None: ...
 
 
-def _table(model: type[SQLModel]) -> Table:
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    return table
-
-
-def _insert(engine: Engine, model: type[SQLModel]) -> Any:
-    """An INSERT that supports `on_conflict_do_*` on SQLite and PostgreSQL."""
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(_table(model))
-
-
 def _record(row: RoundRow) -> RoundRecord:
     return RoundRecord(
         job_id=row.job_id,
@@ -120,11 +108,10 @@ def _record(row: RoundRow) -> RoundRecord:
 
 
 class SqlArtifactsStore:
-    """`ArtifactsStore` on SQLAlchemy/SQLModel."""
+    """`ArtifactsStore` on SQLAlchemy/SQLModel; the schema must be migrated (`make_store`)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        ArtifactsTable.metadata.create_all(engine)
 
     @property
     def engine(self) -> Engine:
@@ -139,7 +126,7 @@ class SqlArtifactsStore:
             "prefix": normalize_prefix(location.prefix),
             "updated_at": now_utc(),
         }
-        statement = _insert(self._engine, JobRow).values(**values)
+        statement = dialect_insert(self._engine, JobRow).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["job_id"],
             set_={"bucket": values["bucket"], "prefix": values["prefix"]},
@@ -195,7 +182,7 @@ class SqlArtifactsStore:
             "completed_at": record.completed_at,
             "checkpoint_sha256": record.checkpoint_sha256,
         }
-        statement = _insert(self._engine, RoundRow).values(**values)
+        statement = dialect_insert(self._engine, RoundRow).values(**values)
         replace = {k: v for k, v in values.items() if k not in ("job_id", "round")}
         statement = statement.on_conflict_do_update(
             index_elements=["job_id", "round"], set_=replace
@@ -230,7 +217,7 @@ class SqlArtifactsStore:
             "run_id": run_id,
             "written_at": now_utc(),
         }
-        statement = _insert(self._engine, StagedFileRow).values(**values)
+        statement = dialect_insert(self._engine, StagedFileRow).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["job_id", "path"],
             set_={k: v for k, v in values.items() if k not in ("job_id", "path")},
@@ -286,7 +273,7 @@ class SqlArtifactsStore:
             if not new_rows:
                 session.commit()
                 return 0
-            insert = _insert(self._engine, LogLineRow).on_conflict_do_nothing()
+            insert = dialect_insert(self._engine, LogLineRow).on_conflict_do_nothing()
             session.exec(insert, params=new_rows)
             log_file.version += 1
             session.add(log_file)
@@ -335,29 +322,9 @@ class SqlArtifactsStore:
                 session.commit()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
-
-
-def make_engine(database_url: str) -> Engine:
-    """An engine for `database_url`; SQLite gets WAL and the usual pragmas on every connection."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite":
-        return create_engine(database_url, pool_pre_ping=True)
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(database_url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
 def make_store(database_url: str) -> ArtifactsStore:
-    """The store behind `RONDO_ARTIFACTS_DATABASE_URL`."""
-    return SqlArtifactsStore(make_engine(database_url))
+    """The store behind `RONDO_ARTIFACTS_DATABASE_URL`, its schema migrated to the newest
+    revision (`rondo.artifacts.migrations`)."""
+    engine = make_engine(database_url, sqlite_busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
+    upgrade(engine, MIGRATIONS)
+    return SqlArtifactsStore(engine)

@@ -16,12 +16,26 @@ from opentelemetry.trace import TracerProvider
 
 from rondo.contracts.bus import make_broker, register_health, start_broker
 from rondo.contracts.storage import platform_s3_client
-from rondo.gateway import routes_health, routes_jobs
+from rondo.gateway import (
+    routes_compat,
+    routes_files,
+    routes_health,
+    routes_jobs,
+    routes_logs,
+    routes_workers,
+)
+from rondo.gateway.body_limit import BodySizeLimit
 from rondo.gateway.config import SERVICE_NAME, GatewaySettings
+from rondo.gateway.dashboard import install_dashboard
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import install_error_handlers
+from rondo.gateway.job_logs import JobLogStore, register_log_consumer
 from rondo.gateway.pubsub import JobEventHub
+from rondo.gateway.rate_limit import TokenBucketLimiter
 from rondo.gateway.read_model import register_read_model
+from rondo.gateway.storage_admin import make_storage_admin
+from rondo.gateway.user_files import UserS3Clients
+from rondo.gateway.workers import WorkerRegistry, register_heartbeats
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +60,10 @@ def create_app(
     broker = make_broker(settings, SERVICE_NAME)
     hub = JobEventHub()
     register_read_model(broker, engine, hub)
+    log_store = JobLogStore(engine)
+    register_log_consumer(broker, log_store, hub)
+    workers = WorkerRegistry(online_s=settings.gateway_worker_online_s)
+    register_heartbeats(broker, workers)
     register_health(broker, SERVICE_NAME, detail=lambda: {"sse_listeners": hub.listener_count()})
 
     @asynccontextmanager
@@ -71,10 +89,23 @@ def create_app(
     app.state.broker = broker
     app.state.s3 = platform_s3_client(settings)
     app.state.hub = hub
+    app.state.log_store = log_store
+    app.state.workers = workers
+    app.state.user_s3 = UserS3Clients(settings)
+    app.state.storage_admin = make_storage_admin(settings)
+    app.state.rate_limiter = TokenBucketLimiter(
+        settings.gateway_rate_limit_per_s, settings.gateway_rate_limit_burst
+    )
 
     install_error_handlers(app)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_logs.router)
+    app.include_router(routes_files.router)
+    app.include_router(routes_workers.router)
+    app.include_router(routes_compat.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway_max_body_bytes)
+    install_dashboard(app)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="/healthz"
     )

@@ -7,19 +7,22 @@ apps (tests) and nothing is a module global.
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.nats import NatsBroker
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from rondo.contracts.storage import S3Client
-from rondo.gateway.auth import authenticate, bearer_token
+from rondo.gateway.auth import authenticate, bearer_token, hash_api_key
 from rondo.gateway.config import GatewaySettings
-from rondo.gateway.errors import not_found
+from rondo.gateway.errors import ApiError, not_found
 from rondo.gateway.jobs import get_user_job
 from rondo.gateway.models import Job, User
 from rondo.gateway.pubsub import JobEventHub
+from rondo.gateway.rate_limit import TokenBucketLimiter
+from rondo.gateway.s3_keys import active_s3_key
+from rondo.gateway.user_files import UserFiles, UserS3Clients
 
 # Documents the scheme in OpenAPI; the header itself is parsed by `bearer_token` so that a
 # missing or malformed header gets our own error codes.
@@ -69,8 +72,12 @@ def get_current_user(
     session: SessionDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> User:
-    """The user of the request's API key; 401 `malformed_bearer` / `invalid_api_key`."""
-    return authenticate(session, bearer_token(request.headers.get("Authorization")))
+    """The user of the request's API key; 401 `malformed_bearer` / `invalid_api_key`, 429
+    `rate_limited` (checked before the key is looked up, so a flood costs no query)."""
+    key = bearer_token(request.headers.get("Authorization"))
+    limiter: TokenBucketLimiter = request.app.state.rate_limiter
+    limiter.check(hash_api_key(key))
+    return authenticate(session, key)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -85,3 +92,20 @@ def get_owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:
 
 
 OwnedJob = Annotated[Job, Depends(get_owned_job)]
+
+
+def get_user_files(request: Request, session: SessionDep, user: CurrentUser) -> UserFiles:
+    """The user's bucket through their own S3 key; 409 `no_s3_key` for a user without one."""
+    s3_key = active_s3_key(session, user.id)
+    if s3_key is None:
+        raise ApiError(
+            status.HTTP_409_CONFLICT,
+            "no_s3_key",
+            f"user {user.name} has no S3 key yet",
+            f"ask the operator to run: rondo users rotate-s3-key {user.name}",
+        )
+    clients: UserS3Clients = request.app.state.user_s3
+    return clients.files(user.bucket, s3_key.access_key_id, s3_key.secret_access_key)
+
+
+UserFilesDep = Annotated[UserFiles, Depends(get_user_files)]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rondo.contracts.api import ErrorBody
+from rondo.contracts.job_checks import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,11 @@ class ApiError(Exception):
         message: str,
         hint: str = "",
         headers: dict[str, str] | None = None,
+        problems: list[Problem] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.body = ErrorBody(code=code, message=message, hint=hint)
+        self.body = ErrorBody(code=code, message=message, hint=hint, problems=problems)
         self.headers = headers
 
 
@@ -73,7 +75,9 @@ def unauthorized(code: str, message: str, hint: str) -> ApiError:
 def error_response(
     status_code: int, body: ErrorBody, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content=body.model_dump(), headers=headers)
+    # Unset optional fields (`problems`, a problem's `line`, ...) are left out of the body.
+    content = body.model_dump(mode="json", exclude_none=True)
+    return JSONResponse(status_code=status_code, content=content, headers=headers)
 
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,14 @@ def get_user_job(session: Session, user_id: str, job_id: str) -> Job | None:
     return job if job is not None and job.user_id == user_id else None
 
 
+def user_job_ids(session: Session, user_id: str, job_ids: set[str]) -> set[str]:
+    """Those of `job_ids` that belong to the user."""
+    if not job_ids:
+        return set()
+    statement = select(Job.id).where(Job.user_id == user_id, col(Job.id).in_(job_ids))
+    return set(session.exec(statement).all())
+
+
 def find_by_idempotency_key(session: Session, user_id: str, key: str) -> Job | None:
     statement = select(Job).where(Job.user_id == user_id, Job.idempotency_key == key)
     return session.exec(statement).first()

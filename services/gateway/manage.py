@@ -1,87 +1,70 @@
-"""Operator CLI: `python -m rondo.gateway.manage create-user NAME --bucket B [--api-key K] --json`.
+"""Operator commands: `python -m rondo.gateway.manage COMMAND ... [--json]`.
 
-Reads the same `RONDO_*` settings as the gateway (its database). The API key is printed once:
-only its hash is stored.
+`create-user NAME [--bucket B] [--api-key K]`, `list-users`, `add-key NAME`,
+`revoke-key NAME (KEY_OR_PREFIX | --all)`, `rotate-s3-key NAME`. They read the same `RONDO_*`
+settings as the gateway: its database, and the platform's S3 identity, which administers the
+users' buckets and S3 keys (`RONDO_STORAGE_ADMIN`). `rondo users ...` runs these. Secrets (API
+keys, S3 secret keys) are printed once.
 """
 
-import re
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
 
 import typer
-from pydantic import BaseModel
-from sqlmodel import Session, select
+from pydantic import BaseModel, TypeAdapter
+from sqlmodel import Session
 
-from rondo.gateway.auth import api_key_record, generate_api_key, hash_api_key, is_well_formed_key
+from rondo.gateway.auth import DEV_PREFIX, LIVE_PREFIX
 from rondo.gateway.config import GatewaySettings
 from rondo.gateway.db import init_db, make_engine
-from rondo.gateway.models import ApiKey, User
+from rondo.gateway.storage_admin import StorageAdmin, StorageAdminError, make_storage_admin
+from rondo.gateway.users import (
+    ManageError,
+    UserSummary,
+    add_api_key,
+    add_user,
+    default_bucket,
+    list_users,
+    revoke_api_keys,
+    rotate_user_s3_key,
+)
 
-USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+T = TypeVar("T")
 
 cli = typer.Typer(
-    help="Gateway operator commands (users and API keys).",
+    help="Gateway operator commands (users, API keys, S3 keys).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold an API key
 )
 
-
-class ManageError(Exception):
-    """A refused operator command; the message says why."""
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text")]
 
 
-class CreatedUser(BaseModel):
-    user_id: str
-    name: str
-    api_key: str
-    bucket: str
+@contextmanager
+def _session_and_storage() -> Iterator[tuple[Session, StorageAdmin]]:
+    settings = GatewaySettings()
+    engine = make_engine(settings.database_url)
+    try:
+        init_db(engine)
+        with Session(engine) as session:
+            yield session, make_storage_admin(settings)
+    finally:
+        engine.dispose()
 
 
-def create_user(
-    session: Session, name: str, bucket: str, api_key: str | None = None
-) -> CreatedUser:
-    """Create a user with an API key (minted unless given) and commit.
+def _run(operation: Callable[[Session, StorageAdmin], T]) -> T:
+    """Run one operation; a refusal or a store failure ends the command with exit code 1."""
+    try:
+        with _session_and_storage() as (session, storage):
+            return operation(session, storage)
+    except (ManageError, StorageAdminError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
 
-    Idempotent when `api_key` is given: an existing user with the same bucket gets that key
-    (if it has not already) and the same answer. Raises `ManageError` for an existing user
-    without `api_key` (its keys cannot be shown again), a different bucket, a malformed key,
-    or a key that belongs to someone else.
-    """
-    if not USER_NAME_PATTERN.match(name):
-        raise ManageError(f"invalid user name {name!r} (letters, digits, _ . @ -; max 64)")
-    if not BUCKET_PATTERN.match(bucket):
-        raise ManageError(f"invalid bucket name {bucket!r} (S3 rules: a-z 0-9 . -, 3-63 chars)")
-    if api_key is not None and not is_well_formed_key(api_key):
-        raise ManageError("--api-key must look like rsk_live_<random> or rsk_dev_<random>")
 
-    key_row = (
-        session.exec(select(ApiKey).where(ApiKey.key_hash == hash_api_key(api_key))).first()
-        if api_key is not None
-        else None
-    )
-    user = session.exec(select(User).where(User.name == name)).first()
-    if user is not None:
-        if api_key is None:
-            raise ManageError(
-                f"user {name} exists; its API keys are stored hashed and cannot be shown "
-                "again (pass --api-key to re-register a key you hold)"
-            )
-        if user.bucket != bucket:
-            raise ManageError(f"user {name} exists with bucket {user.bucket}, not {bucket}")
-    if key_row is not None and (user is None or key_row.user_id != user.id):
-        raise ManageError("that API key belongs to another user")
-    if key_row is not None and key_row.revoked_at is not None:
-        raise ManageError("that API key was revoked; mint a new one")
-
-    if user is None:
-        user = User(name=name, bucket=bucket)
-        session.add(user)
-        session.flush()  # the key row references the user
-    key = api_key or generate_api_key()
-    if key_row is None:
-        session.add(api_key_record(user.id, key))
-    session.commit()
-    return CreatedUser(user_id=user.id, name=user.name, api_key=key, bucket=user.bucket)
+def _print(result: BaseModel, as_json: bool, lines: list[str]) -> None:
+    typer.echo(result.model_dump_json() if as_json else "\n".join(lines))
 
 
 @cli.callback()
@@ -92,29 +75,89 @@ def _main() -> None:
 @cli.command("create-user")
 def create_user_command(
     name: Annotated[str, typer.Argument(help="Unique user name")],
-    bucket: Annotated[str, typer.Option(help="The user's S3 bucket (must already exist)")],
+    bucket: Annotated[
+        str | None, typer.Option(help="The user's bucket (created if missing); rondo-<name>")
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option(help="Register this key instead of minting one (idempotent)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Create a user and print their API key (shown only this once)."""
-    settings = GatewaySettings()
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    try:
-        with Session(engine) as session:
-            created = create_user(session, name, bucket, api_key)
-    except ManageError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
+    """Create a user, their bucket and S3 key; print the API key and S3 secret (shown once)."""
+    bucket = bucket or default_bucket(name)
+    created = _run(lambda session, storage: add_user(session, storage, name, bucket, api_key))
+    _print(
+        created,
+        as_json,
+        [
+            f"user {created.name} ({created.user_id}), bucket {created.bucket}",
+            f"API key (shown once):       {created.api_key}",
+            f"S3 access key id:           {created.s3_access_key}",
+            f"S3 secret key (shown once): {created.s3_secret_key}",
+        ],
+    )
+
+
+@cli.command("list-users")
+def list_users_command(as_json: AsJson = False) -> None:
+    """Every user with their bucket, API key prefixes and S3 access key id."""
+    users = _run(lambda session, _storage: list_users(session))
     if as_json:
-        typer.echo(created.model_dump_json())
-    else:
-        typer.echo(f"user {created.name} ({created.user_id}), bucket {created.bucket}")
-        typer.echo(f"API key (shown once): {created.api_key}")
+        typer.echo(TypeAdapter(list[UserSummary]).dump_json(users).decode())
+        return
+    for user in users:
+        active = [key.prefix for key in user.api_keys if key.revoked_at is None]
+        typer.echo(
+            f"{user.name}\tbucket {user.bucket}\tS3 key {user.s3_access_key or '-'}\t"
+            f"API keys {', '.join(active) or '-'} ({len(user.api_keys) - len(active)} revoked)"
+        )
+
+
+@cli.command("add-key")
+def add_key_command(
+    name: Annotated[str, typer.Argument(help="The user")],
+    dev: Annotated[bool, typer.Option("--dev", help="An rsk_dev_ key")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Mint another API key for a user and print it (shown once)."""
+    prefix = DEV_PREFIX if dev else LIVE_PREFIX
+    minted = _run(lambda session, _storage: add_api_key(session, name, prefix))
+    _print(minted, as_json, [f"API key of {minted.name} (shown once): {minted.api_key}"])
+
+
+@cli.command("revoke-key")
+def revoke_key_command(
+    name: Annotated[str, typer.Argument(help="The user")],
+    key: Annotated[
+        str | None, typer.Argument(help="The whole key, or its prefix from list-users")
+    ] = None,
+    revoke_all: Annotated[bool, typer.Option("--all", help="Every key of the user")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Revoke an API key (or all of a user's): requests with it get 401 from now on."""
+    if (key is None) == (not revoke_all):
+        typer.echo("error: name one key, or pass --all", err=True)
+        raise typer.Exit(2)
+    revoked = _run(lambda session, _storage: revoke_api_keys(session, name, key))
+    _print(revoked, as_json, [f"revoked {', '.join(revoked.revoked)} of {revoked.name}"])
+
+
+@cli.command("rotate-s3-key")
+def rotate_s3_key_command(
+    name: Annotated[str, typer.Argument(help="The user")], as_json: AsJson = False
+) -> None:
+    """Give a user a new S3 key and revoke the old one at once (its presigned URLs die too)."""
+    rotated = _run(lambda session, storage: rotate_user_s3_key(session, storage, name))
+    _print(
+        rotated,
+        as_json,
+        [
+            f"new S3 key of {rotated.name} (bucket {rotated.bucket})",
+            f"S3 access key id:           {rotated.s3_access_key}",
+            f"S3 secret key (shown once): {rotated.s3_secret_key}",
+            f"revoked:                    {rotated.revoked_access_key or '-'}",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -77,6 +77,23 @@ class ApiKey(GatewayModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class UserS3Key(GatewayModel, table=True):
+    """An S3 key of a user's own identity in the object store (reaches their bucket only).
+
+    The secret is kept because the gateway signs the user's presigned URLs with it: rotating the
+    key (a new row, this one revoked and deleted from the store) voids those URLs at once.
+    """
+
+    __tablename__ = "user_s3_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True, ondelete="CASCADE")
+    access_key_id: str = Field(unique=True)
+    secret_access_key: str
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class Job(GatewayModel, table=True):
     """One submitted job as the gateway last heard of it.
 
@@ -166,6 +183,28 @@ class JobRound(GatewayModel, table=True):
     contributions: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     duration_s: float
     completed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class JobLogLine(GatewayModel, table=True):
+    """One line of a job's log source (`server`, `client_<slot>`), from `LogBatch` events.
+
+    A source's log is its runs in the order they first appeared (`run_seq`), each run's lines
+    in their own order (`line_no`, as the agent numbered them).
+    """
+
+    __tablename__ = "job_log_lines"
+    __table_args__ = (
+        UniqueConstraint("job_id", "source", "run_id", "line_no", name="uq_job_log_lines_line"),
+        Index("ix_job_log_lines_order", "job_id", "source", "run_seq", "line_no"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE")
+    source: str
+    run_id: str
+    run_seq: int
+    line_no: int
+    text: str
 
 
 def job_public(job: Job) -> JobPublic:

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 256
 
+# Subscribing to this key hears every job's events (the dashboard's list-level stream).
+ANY_JOB = "*"
+
 # What a listener reads: events, then `None` once the hub closes.
 Listener = asyncio.Queue[ServerSentEvent | None]
 
@@ -46,9 +49,15 @@ class JobEventHub:
                 if not listeners:
                     del self._listeners[job_id]
 
-    def publish(self, job_id: str, event: ServerSentEvent) -> int:
-        """Hand `event` to every listener of `job_id`; returns how many got it."""
-        listeners = self._listeners.get(job_id, ())
+    def publish(self, job_id: str, event: ServerSentEvent, *, to_any_job: bool = True) -> int:
+        """Hand `event` to every listener of `job_id` and of `ANY_JOB`; returns how many got it.
+
+        `to_any_job=False` keeps high-volume events (log lines) off the `ANY_JOB` listeners,
+        whose bounded queues would otherwise drop job changes to make room for them."""
+        listeners = [
+            *self._listeners.get(job_id, ()),
+            *(self._listeners.get(ANY_JOB, ()) if to_any_job else ()),
+        ]
         for queue in listeners:
             if queue.full():
                 queue.get_nowait()

@@ -10,6 +10,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.exc import IntegrityError
 
 from rondo.contracts.api import (
+    MAX_OFFSET,
     ErrorBody,
     JobCreate,
     JobList,
@@ -65,7 +66,10 @@ def _name_in_use(name: str) -> ApiError:
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
-        status.HTTP_400_BAD_REQUEST: {"model": ErrorBody, "description": "Job folder invalid"},
+        status.HTTP_400_BAD_REQUEST: {
+            "model": ErrorBody,
+            "description": "Job folder invalid (`invalid_job`: every problem in `problems`)",
+        },
         **_CONFLICT,
     },
 )
@@ -121,7 +125,7 @@ def list_jobs(
     session: SessionDep,
     state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     """The user's jobs, newest first."""
     jobs, total = list_user_jobs(session, user.id, state, limit, offset)

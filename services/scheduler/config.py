@@ -53,6 +53,26 @@ class SchedulerSettings(ServiceSettings):
     reconcile_interval_s: float = Field(
         default=1.0, gt=0, validation_alias=_env("reconcile_interval_s")
     )
+    worker_lost_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("worker_lost_after_s"),
+        description="An agent silent this long is not offered to placement (each job's own "
+        "Timing judges its running workers)",
+    )
+    checkpoint_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        validation_alias=_env("checkpoint_wait_s"),
+        description="How long a replacement waits for the last round's checkpoint in the "
+        "bucket before it resumes from an earlier round",
+    )
+    max_replacements_per_slot: int = Field(
+        default=3,
+        ge=0,
+        validation_alias=_env("max_replacements_per_slot"),
+        description="A worker slot lost again after this many replacements fails the job",
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -31,6 +31,7 @@ from rondo.contracts.events import (
 )
 from rondo.contracts.storage import PRESIGNED_GET_SECONDS, S3Client
 from rondo.scheduler import provisioning
+from rondo.scheduler.checkpoints import ResumePoint, find_resume_point
 from rondo.scheduler.models import RunCreate, RunSlotCreate
 from rondo.scheduler.placement import Placement
 from rondo.scheduler.provisioning import ProvisionedKits, ProvisionRequest
@@ -73,6 +74,10 @@ class RunCreator(Protocol):
         start_round: int = 0,
         initial_checkpoint_key: str | None = None,
     ) -> "RunPlan": ...
+
+    def resume_point(self, job: JobSubmitted, completed_rounds: int, wait_s: float) -> ResumePoint:
+        """Where a replacement run of `job` starts (`rondo.scheduler.checkpoints`)."""
+        ...
 
 
 class MissingObjectError(Exception):
@@ -234,6 +239,10 @@ class Dispatcher:
             for choice in placement.clients
         ]
         return RunPlan(run=run, slots=slots, dispatches=dispatches)
+
+    def resume_point(self, job: JobSubmitted, completed_rounds: int, wait_s: float) -> ResumePoint:
+        """After the last of `completed_rounds` whose checkpoint is in the job's bucket."""
+        return find_resume_point(self._s3, job.bucket, job.prefix, completed_rounds, wait_s)
 
     # --- Kits --------------------------------------------------------------------------------
 

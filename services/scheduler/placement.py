@@ -8,7 +8,7 @@ The FL server role needs no slot: it goes to an agent that also runs a client of
 to the least loaded agent, and takes two free ports of that agent's `fl_port_range`.
 
 `plan` places a queue first come, first served, but a job that does not fit never blocks a
-later one that does.
+later one that does. `place_replacement` places the next run of a job that lost workers.
 """
 
 from collections import Counter
@@ -239,3 +239,74 @@ def plan(
             remaining = _reserve(remaining, decision)
         decisions.append(decision)
     return decisions
+
+
+def place_replacement(
+    request: PlacementRequest,
+    kept: Sequence[SlotChoice],
+    lost: Sequence[SlotChoice],
+    server_agent_id: str | None,
+    agents: Sequence[AgentCapacity],
+) -> Placement | Waiting:
+    """Place the next run of a job whose `lost` slots (and maybe its FL server) are gone.
+
+    `agents` are the online agents still trusted, with the job's current slots counted free.
+    `kept` slots stay where they are. A lost slot goes back to its own device when that agent
+    is among `agents` and the device is free (a crashed process restarts in place), else where
+    `place` puts a new worker. The FL server stays on `server_agent_id` (None: it was lost, or
+    has no free ports) with two fresh ports, else goes where `place` would put it.
+    """
+    eligible = _eligible_agents(request, agents)
+    by_id = {agent.agent_id: agent for agent in eligible}
+    taken = {(choice.agent_id, choice.device_index) for choice in kept}
+    in_place: list[SlotChoice] = []
+    moving: list[int] = []
+    for choice in lost:
+        if _free_in_place(choice, by_id, taken, request.gpu):
+            in_place.append(choice)
+            taken.add((choice.agent_id, choice.device_index))
+        else:
+            moving.append(choice.slot)
+
+    remaining = [
+        replace(agent, busy_slots=agent.busy_slots | {i for a, i in taken if a == agent.agent_id})
+        for agent in eligible
+    ]
+    moved: list[SlotChoice] = []
+    if moving:
+        decision = place(replace(request, shards=len(moving)), remaining)
+        if isinstance(decision, Waiting):
+            return decision
+        moved = [
+            replace(choice, slot=slot)
+            for choice, slot in zip(decision.clients, moving, strict=True)
+        ]
+    clients = tuple(sorted([*kept, *in_place, *moved], key=lambda choice: choice.slot))
+
+    kept_server = by_id.get(server_agent_id) if server_agent_id else None
+    if kept_server is not None:
+        ports = free_port_pair(kept_server.fl_port_range, kept_server.used_ports)
+        if ports is not None:
+            return Placement(request.job_id, clients, kept_server.agent_id, *ports)
+    server = _server_agent(remaining, Counter(choice.agent_id for choice in clients))
+    if server is None:
+        return Waiting(request.job_id, "waiting for an agent with two free FL server ports")
+    agent, (fed_learn_port, admin_port) = server
+    return Placement(request.job_id, clients, agent.agent_id, fed_learn_port, admin_port)
+
+
+def _free_in_place(
+    choice: SlotChoice,
+    agents: dict[str, AgentCapacity],
+    taken: set[tuple[str, int]],
+    gpu: GpuRequirements,
+) -> bool:
+    agent = agents.get(choice.agent_id)
+    if agent is None or (choice.agent_id, choice.device_index) in taken:
+        return False
+    slot = next((s for s in agent.slots if s.index == choice.device_index), None)
+    return (
+        slot is not None
+        and slot.index not in agent.busy_slots
+        and _fits(slot, gpu, slot.free_memory_mb)
+    )

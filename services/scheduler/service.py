@@ -9,6 +9,7 @@ current run, changes nothing.
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -32,16 +33,24 @@ from rondo.contracts.events import (
 )
 from rondo.contracts.states import JobState, SlotStatus
 from rondo.contracts.storage import platform_s3_client
-from rondo.contracts.subjects import HEARTBEAT_FILTER, JOBS_STREAM, Durables
+from rondo.contracts.subjects import JOBS_STREAM, Durables
 from rondo.contracts.telemetry import tag_job
-from rondo.contracts.training import Timing
+from rondo.scheduler.checkpoints import ResumePoint
 from rondo.scheduler.config import SchedulerSettings
-from rondo.scheduler.dispatch import Dispatcher, MissingObjectError, Provisioner, RunCreator
+from rondo.scheduler.dispatch import (
+    Dispatcher,
+    MissingObjectError,
+    Provisioner,
+    RunCreator,
+    RunPlan,
+)
 from rondo.scheduler.failures import HINTS
+from rondo.scheduler.heartbeats import HeartbeatIntake
 from rondo.scheduler.models import JobPublic, RunPublic, RunSlotUpdate, RunUpdate
 from rondo.scheduler.outbox import Outbox, Publish
 from rondo.scheduler.placement import AgentCapacity, Placement, PlacementRequest, plan
 from rondo.scheduler.reconciler import Reconciler
+from rondo.scheduler.replacement import USER_ERRORS
 from rondo.scheduler.state_machine import Clock, FailureReport, JobStateMachine
 from rondo.scheduler.store import JobStore, make_store
 from rondo.scheduler.workers import WorkerRegistry
@@ -74,7 +83,7 @@ class Scheduler:
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()  # set when placement may have become possible
         # Which agents count as online for placement; each job's own Timing judges its runs.
-        self.lost_after_s = Timing().worker_lost_after_s
+        self.lost_after_s = settings.worker_lost_after_s
 
     def health(self) -> dict[str, Any]:
         return self.registry.summary(self.lost_after_s)
@@ -150,17 +159,32 @@ class Scheduler:
         elif event.phase == ProcessPhase.EXITED:
             crashed = bool(event.error) or event.exit_code not in (0, None)
             status = SlotStatus.ERROR if crashed else SlotStatus.DISCONNECTED
+            # The agent's error text is the job's message as is (e.g. a rejected shard).
+            message = event.error or (
+                f"worker {slot} ({event.site_name}) on {event.agent_id} exited with code "
+                f"{event.exit_code}"
+            )
+            report = FailureReport.from_error(message)
+            replaceable = self._replaceable(job, slot, report)
             update = RunSlotUpdate(status=status, error=event.error)
             await self.machine.progress(job.job_id, slot_updates={slot: update})
-            if crashed:
-                # The agent's error text is the job's message as is (e.g. a rejected shard).
-                message = event.error or (
-                    f"worker {slot} ({event.site_name}) on {event.agent_id} exited with code "
-                    f"{event.exit_code}"
-                )
-                await self.machine.fail(job.job_id, FailureReport.from_error(message))
-            # A clean but unasked-for exit leaves the slot Disconnected; the reconciler fails
-            # the job if it stays below min_clients (and will replace the worker later).
+            if crashed and not replaceable:
+                await self.machine.fail(job.job_id, report)
+            else:
+                # The reconciler replaces the worker (or fails the job once it stayed below
+                # min_clients for the grace period with no replacement possible).
+                self.wake.set()
+
+    def _replaceable(self, job: JobPublic, slot: int, report: FailureReport) -> bool:
+        """Whether a worker that exited unasked is replaced rather than failing the job: it
+        was training (connected in a RUNNING job) and its error is not the user's to fix.
+        A process that never got ready failed in a way a new run would repeat."""
+        status = next(s.status for s in self.machine.slots(job) if s.slot == slot)
+        return (
+            job.state == JobState.RUNNING
+            and status == SlotStatus.CONNECTED
+            and report.cause not in USER_ERRORS
+        )
 
     def _slot_number(self, job: JobPublic, event: RunProcessChanged) -> int | None:
         """The job's slot the event's site is (its site name is unique within the run)."""
@@ -175,11 +199,15 @@ class Scheduler:
         run's end may be handled before RunStarted: either means the run did start."""
         if job.state != JobState.PENDING:
             return
-        connected = RunSlotUpdate(status=SlotStatus.CONNECTED)
-        waiting = [s.slot for s in self.machine.slots(job) if s.status == SlotStatus.ASSIGNED]
         await self.machine.transition(
-            job.job_id, JobState.RUNNING, slot_updates=dict.fromkeys(waiting, connected)
+            job.job_id, JobState.RUNNING, slot_updates=self._assigned_connected(job)
         )
+
+    def _assigned_connected(self, job: JobPublic) -> dict[int, RunSlotUpdate]:
+        """Slots still waiting for their process, marked connected: the run has started."""
+        connected = RunSlotUpdate(status=SlotStatus.CONNECTED)
+        slots = self.machine.slots(job)
+        return {s.slot: connected for s in slots if s.status == SlotStatus.ASSIGNED}
 
     async def on_run_started(self, event: RunStarted) -> None:
         async with self.lock:
@@ -190,6 +218,11 @@ class Scheduler:
             if run.started_at is None:
                 update = RunUpdate(started_at=self.clock(), nvflare_job_id=event.nvflare_job_id)
                 self.store.update_run(run.run_id, update)
+            if job.state == JobState.RUNNING:
+                # A replacement run started: its workers are in, the replacing is over.
+                await self.machine.progress(
+                    job.job_id, reason="", slot_updates=self._assigned_connected(job)
+                )
             await self._ensure_running(job)
 
     async def on_round_completed(self, event: RoundCompleted) -> None:
@@ -223,7 +256,10 @@ class Scheduler:
     # --- Workers -----------------------------------------------------------------------------
 
     def on_heartbeat(self, event: WorkerHeartbeat) -> None:
-        if self.registry.observe(event, self.lost_after_s):
+        self.on_heartbeats([event])
+
+    def on_heartbeats(self, events: list[WorkerHeartbeat]) -> None:
+        if self.registry.observe_all(events, self.lost_after_s):
             self.wake.set()
 
     # --- Placement ---------------------------------------------------------------------------
@@ -238,19 +274,24 @@ class Scheduler:
                 PlacementRequest(job.job_id, len(job.submitted.shard_keys), job.submitted.gpu)
                 for job in queue
             ]
-            for job, decision in zip(queue, plan(requests, self._capacities()), strict=True):
+            for job, decision in zip(queue, plan(requests, self.capacities()), strict=True):
                 if isinstance(decision, Placement):
                     await self._dispatch(job, decision)
                 else:
                     await self.machine.progress(job.job_id, reason=decision.reason)
 
-    def _capacities(self) -> list[AgentCapacity]:
-        """Online agents with the slots and ports that live runs hold on them."""
+    def capacities(self, *, freeing: str | None = None) -> list[AgentCapacity]:
+        """Online agents with the slots and ports that live runs hold on them.
+
+        `freeing` names a run about to be replaced: its slots count as free (its successor
+        takes them), its FL server's ports do not (they stay bound until that server ends).
+        """
         busy: dict[str, set[int]] = defaultdict(set)
         ports: dict[str, set[int]] = defaultdict(set)
         servers: dict[str, int] = defaultdict(int)
         for slot in self.store.list_active_slots():
-            busy[slot.agent_id].add(slot.device_index)
+            if slot.run_id != freeing:
+                busy[slot.agent_id].add(slot.device_index)
         for run in self.store.list_active_runs():
             ports[run.server_agent_id] |= {run.fed_learn_port, run.admin_port}
             servers[run.server_agent_id] += 1
@@ -275,21 +316,41 @@ class Scheduler:
             )
         return capacities
 
-    async def _dispatch(self, job: JobPublic, placement: Placement) -> None:
+    async def prepare_run(
+        self,
+        job: JobPublic,
+        placement: Placement,
+        *,
+        generations: Mapping[int, int] | None = None,
+        resume: ResumePoint | None = None,
+    ) -> RunPlan | FailureReport:
+        """Provision, upload and presign a run of `job` in a worker thread; if that fails,
+        the report to fail the job with (a missing shard or checkpoint is named)."""
         agents = {agent_id: self.registry.get(agent_id) for agent_id in placement.agents}
         known = {agent_id: hb for agent_id, hb in agents.items() if hb is not None}
+        resume = resume or ResumePoint(start_round=0, checkpoint_key=None)
+        create = partial(
+            self.dispatcher.create_run,
+            job.submitted,
+            placement,
+            known,
+            generations=generations,
+            start_round=resume.start_round,
+            initial_checkpoint_key=resume.checkpoint_key,
+        )
         try:
-            run_plan = await asyncio.to_thread(
-                self.dispatcher.create_run, job.submitted, placement, known
-            )
+            return await asyncio.to_thread(create)
         except MissingObjectError as error:
             cause = FailureCause.MISSING_FILE
-            await self.machine.fail(job.job_id, FailureReport(str(error), cause, HINTS[cause]))
-            return
+            return FailureReport(str(error), cause, HINTS[cause])
         except Exception as error:
             logger.exception("job %s: creating its run failed", job.job_id)
-            report = FailureReport.from_error(f"could not start the job's run: {error}")
-            await self.machine.fail(job.job_id, report)
+            return FailureReport.from_error(f"could not start the job's run: {error}")
+
+    async def _dispatch(self, job: JobPublic, placement: Placement) -> None:
+        run_plan = await self.prepare_run(job, placement)
+        if isinstance(run_plan, FailureReport):
+            await self.machine.fail(job.job_id, run_plan)
             return
         count = len(run_plan.slots)
         reason = f"starting the FL server and {count} worker{'s' if count != 1 else ''}"
@@ -297,7 +358,11 @@ class Scheduler:
             job.job_id, run_plan.run, run_plan.slots, run_plan.dispatches, reason=reason
         )
         if run is None:
-            logger.warning("job %s moved on while run %s was created", job.job_id, run_plan.run)
+            logger.warning(
+                "job %s moved on, or another scheduler took its slots, while run %s was created",
+                job.job_id,
+                run_plan.run.run_id,
+            )
         else:
             logger.info(
                 "job %s: run %s on %s (server %s:%d)",
@@ -310,7 +375,8 @@ class Scheduler:
 
 
 def register_handlers(broker: NatsBroker, scheduler: Scheduler) -> None:
-    """Subscribe the scheduler: durable pull consumers on RONDO_JOBS, core-NATS heartbeats."""
+    """Subscribe the scheduler: durable pull consumers on RONDO_JOBS (heartbeats come in
+    through `HeartbeatIntake`)."""
 
     def durable(subject: str, name: str) -> Any:
         return broker.subscriber(
@@ -352,10 +418,6 @@ def register_handlers(broker: NatsBroker, scheduler: Scheduler) -> None:
         tag_job(event.job_id)
         await scheduler.on_run_ended(event)
 
-    @broker.subscriber(HEARTBEAT_FILTER)
-    async def on_worker_heartbeat(event: WorkerHeartbeat) -> None:
-        scheduler.on_heartbeat(event)
-
 
 def build_app(
     settings: SchedulerSettings,
@@ -395,10 +457,14 @@ def build_app(
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
 
+    async def start_heartbeats() -> None:
+        await heartbeats.start(broker.connection)
+
+    heartbeats = HeartbeatIntake(scheduler.on_heartbeats)
     app = FastStream(
         broker,
         on_startup=[connect_and_declare],
-        after_startup=[start_reconciler],
-        on_shutdown=[stop_reconciler],
+        after_startup=[start_reconciler, start_heartbeats],
+        on_shutdown=[heartbeats.stop, stop_reconciler],
     )
     return app, scheduler

@@ -220,16 +220,7 @@ class JobStateMachine:
         events: list[Event] = []
         run = self._store.get_run(job.run_id) if job.run_id else None
         if run is not None and run.active:
-            agents = sorted({run.server_agent_id, *(slot.agent_id for slot in slots)})
-            events += [
-                RunStopRequested(
-                    job_id=job.job_id,
-                    agent_id=agent_id,
-                    run_id=run.run_id,
-                    reason=stop_reason or f"job {job.state.lower()}",
-                )
-                for agent_id in agents
-            ]
+            events += stop_requests(run, slots, stop_reason or f"job {job.state.lower()}")
         if job.state == JobState.FAILED:
             assert failure is not None
             events.append(
@@ -321,6 +312,49 @@ class JobStateMachine:
 
         Idempotent: None when the job's current run is no longer `expected_run_id`.
         """
+        return await self._add_run(
+            job_id, run, slots, dispatches, reason=reason, expected_run_id=expected_run_id
+        )
+
+    async def replace_run(
+        self,
+        job_id: str,
+        previous: RunPublic,
+        run: RunCreate,
+        slots: list[RunSlotCreate],
+        dispatches: list[JobDispatched],
+        *,
+        reason: str,
+    ) -> RunPublic | None:
+        """End `previous` (a stop request to each of its agents) and make `run` the job's
+        current run, in one transaction; the job keeps its state and round.
+
+        Idempotent: None when `previous` is no longer the job's current run.
+        """
+        stops = stop_requests(
+            previous, self._store.list_slots(previous.run_id), f"replaced by run {run.run_id}"
+        )
+        return await self._add_run(
+            job_id,
+            run,
+            slots,
+            dispatches,
+            reason=reason,
+            expected_run_id=previous.run_id,
+            first=stops,
+        )
+
+    async def _add_run(
+        self,
+        job_id: str,
+        run: RunCreate,
+        slots: list[RunSlotCreate],
+        dispatches: list[JobDispatched],
+        *,
+        reason: str,
+        expected_run_id: str | None,
+        first: list[RunStopRequested] | None = None,
+    ) -> RunPublic | None:
         job = self._store.get_job(job_id)
         if job is None or job.state.is_terminal:
             return None
@@ -331,8 +365,8 @@ class JobStateMachine:
             run,
             slots,
             expected_run_id=expected_run_id,
-            job_update=JobUpdate(reason=reason),
-            outbox=[*dispatches, progress],
+            job_update=JobUpdate(reason=reason, below_min_since=None),
+            outbox=[*(first or []), *dispatches, progress],
         )
         await self._outbox.flush()
         return stored
@@ -348,6 +382,17 @@ class JobStateMachine:
             expected_state=job.state,
             at=self._clock(),
         )
+
+
+def stop_requests(
+    run: RunPublic, slots: list[RunSlotPublic], reason: str
+) -> list[RunStopRequested]:
+    """One request to each agent of `run` (its FL server's and its slots') to kill the run."""
+    agents = sorted({run.server_agent_id, *(slot.agent_id for slot in slots)})
+    return [
+        RunStopRequested(job_id=run.job_id, agent_id=agent_id, run_id=run.run_id, reason=reason)
+        for agent_id in agents
+    ]
 
 
 def _apply(slots: list[RunSlotPublic], updates: Mapping[int, RunSlotUpdate]) -> list[RunSlotPublic]:

@@ -10,16 +10,16 @@ import abc
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, make_url
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, col, create_engine, select
+from sqlalchemy import Engine, delete, func
+from sqlmodel import Session, col, select
 
+from rondo.contracts.database import dialect_insert, make_engine
 from rondo.contracts.events import Event
+from rondo.contracts.migrations import upgrade
 from rondo.contracts.states import JobState
+from rondo.scheduler.migrations import MIGRATIONS
 from rondo.scheduler.models import (
     Job,
     JobCreate,
@@ -37,14 +37,14 @@ from rondo.scheduler.models import (
     RunSlotPublic,
     RunSlotUpdate,
     RunUpdate,
-    SchedulerModel,
     Worker,
     WorkerCreate,
     WorkerPublic,
     outbox_entry,
 )
 
-SQLITE_BUSY_TIMEOUT_MS = 5000
+# The transaction-level advisory lock that placements take on PostgreSQL ("rondo" in ASCII).
+PLACEMENT_LOCK_KEY = 0x726F6E646F
 
 
 class JobStore(abc.ABC):
@@ -108,8 +108,12 @@ class JobStore(abc.ABC):
         """Store a run and its slots and make it the job's current run.
 
         Only if the job's current run is `expected_run_id` (None for a job's first run), which
-        makes dispatch idempotent. `job_update` is applied to the job in the same transaction.
-        Returns the run, or None when the job is missing or has moved on.
+        makes dispatch idempotent, and only if no live run of another job holds one of the
+        slots' devices or the run's server ports: schedulers sharing a database never place two
+        jobs on one slot. The previous run (`expected_run_id`) ends at `run.created_at`: a job
+        has one live run. `job_update` is applied to the job in the same transaction. Returns
+        the run, or None when the job is missing or has moved on, or when another scheduler
+        took a slot or port first (the job stays unplaced: place it again).
         """
 
     @abc.abstractmethod
@@ -139,6 +143,10 @@ class JobStore(abc.ABC):
         """Insert or replace what is known of a worker-agent (from its latest heartbeat)."""
 
     @abc.abstractmethod
+    def save_workers(self, workers: Sequence[WorkerCreate]) -> None:
+        """`save_worker` for several agents, in one transaction; each agent at most once."""
+
+    @abc.abstractmethod
     def list_workers(self) -> list[WorkerPublic]:
         """Every worker-agent ever heard of."""
 
@@ -153,33 +161,14 @@ class JobStore(abc.ABC):
         """Forget published events."""
 
 
-def _set_sqlite_pragmas(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, NORMAL sync, a busy timeout and foreign keys."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _set_sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 class SqlJobStore(JobStore):
-    """`JobStore` on SQLAlchemy: SQLite (default) or PostgreSQL (`postgresql+psycopg://`)."""
+    """`JobStore` on SQLAlchemy: SQLite (default) or PostgreSQL (`postgresql+psycopg://`).
+
+    The schema must be migrated (`make_store` does it).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        SchedulerModel.metadata.create_all(engine)
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -300,6 +289,13 @@ class SqlJobStore(JobStore):
             job = session.get(Job, run.job_id, with_for_update=True)
             if job is None or job.run_id != expected_run_id or JobState(job.state).is_terminal:
                 return None
+            self._lock_placements(session)
+            if self._held_by_other_jobs(session, run, slots):
+                return None
+            previous = session.get(Run, expected_run_id) if expected_run_id else None
+            if previous is not None and previous.ended_at is None:
+                previous.ended_at = run.created_at
+                session.add(previous)
             row = Run.model_validate(run)
             session.add(row)
             session.flush()
@@ -312,6 +308,37 @@ class SqlJobStore(JobStore):
             self._add_outbox(session, outbox)
             session.flush()
             return RunPublic.model_validate(row)
+
+    @staticmethod
+    def _lock_placements(session: Session) -> None:
+        """Hold the placement lock until the transaction ends: on PostgreSQL, schedulers sharing
+        the database commit runs one at a time, so a slot found free stays free until this run
+        takes it. (SQLite serves one scheduler, whose placements never overlap.)"""
+        if session.get_bind().dialect.name == "postgresql":
+            session.exec(select(func.pg_advisory_xact_lock(PLACEMENT_LOCK_KEY)))
+
+    @staticmethod
+    def _held_by_other_jobs(
+        session: Session, run: RunCreate, slots: Sequence[RunSlotCreate]
+    ) -> bool:
+        """Whether a live run of another job holds one of `slots`' devices or `run`'s ports."""
+        live_elsewhere = col(Run.ended_at).is_(None) & (col(Run.job_id) != run.job_id)
+        wanted = {(slot.agent_id, slot.device_index) for slot in slots}
+        held = session.exec(
+            select(RunSlot.agent_id, RunSlot.device_index)
+            .join(Run, col(Run.run_id) == col(RunSlot.run_id))
+            .where(live_elsewhere, col(RunSlot.agent_id).in_({agent for agent, _ in wanted}))
+        ).all()
+        if wanted & set(held):
+            return True
+        ports = session.exec(
+            select(Run.fed_learn_port, Run.admin_port).where(
+                live_elsewhere, Run.server_agent_id == run.server_agent_id
+            )
+        ).all()
+        return not {run.fed_learn_port, run.admin_port}.isdisjoint(
+            port for pair in ports for port in pair
+        )
 
     def get_run(self, run_id: str) -> RunPublic | None:
         with Session(self._engine) as session:
@@ -354,13 +381,22 @@ class SqlJobStore(JobStore):
     # --- Workers -----------------------------------------------------------------------------
 
     def save_worker(self, worker: WorkerCreate) -> None:
+        # One statement, so schedulers saving the same heartbeat at once never collide.
+        values = worker.model_dump()
+        statement = dialect_insert(self._engine, Worker).values(**values)
         with self._transaction() as session:
-            row = session.get(Worker, worker.agent_id)
-            if row is None:
-                session.add(Worker.model_validate(worker))
-            else:
-                row.sqlmodel_update(worker.model_dump())
-                session.add(row)
+            session.exec(statement.on_conflict_do_update(index_elements=["agent_id"], set_=values))
+
+    def save_workers(self, workers: Sequence[WorkerCreate]) -> None:
+        if not workers:
+            return
+        rows = [worker.model_dump() for worker in workers]
+        insert = dialect_insert(self._engine, Worker)
+        # One statement run for every row: the new values come from each row (`excluded`).
+        replace = {name: insert.excluded[name] for name in rows[0] if name != "agent_id"}
+        statement = insert.on_conflict_do_update(index_elements=["agent_id"], set_=replace)
+        with self._transaction() as session:
+            session.connection().execute(statement, rows)
 
     def list_workers(self) -> list[WorkerPublic]:
         with Session(self._engine) as session:
@@ -376,10 +412,13 @@ class SqlJobStore(JobStore):
 
     def delete_outbox(self, ids: Collection[int]) -> None:
         with self._transaction() as session:
-            for row in session.exec(select(OutboxEvent).where(col(OutboxEvent.id).in_(ids))):
-                session.delete(row)
+            # Rows another scheduler already published and deleted are simply not there.
+            session.exec(delete(OutboxEvent).where(col(OutboxEvent.id).in_(ids)))
 
 
 def make_store(database_url: str) -> JobStore:
-    """The store for a database URL (`sqlite:///...` or `postgresql+psycopg://...`)."""
-    return SqlJobStore(make_engine(database_url))
+    """The store for a database URL (`sqlite:///...` or `postgresql+psycopg://...`), its schema
+    migrated to the newest revision (`rondo.scheduler.migrations`)."""
+    engine = make_engine(database_url)
+    upgrade(engine, MIGRATIONS)
+    return SqlJobStore(engine)

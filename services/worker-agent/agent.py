@@ -23,7 +23,6 @@ from rondo.contracts.events import (
 )
 from rondo.contracts.subjects import (
     AGENTS_STREAM,
-    STAGING_OBJECT_STORE,
     Durables,
     agent_dispatch_subject,
     agent_stop_subject,
@@ -34,7 +33,8 @@ from rondo.worker_agent.config import AgentSettings
 from rondo.worker_agent.downloads import make_http_client
 from rondo.worker_agent.inventory import Inventory
 from rondo.worker_agent.run_manager import FlareRuns, RunManager
-from rondo.worker_agent.runtime import LocalProcessRuntime, Runtime
+from rondo.worker_agent.runtime import Runtime
+from rondo.worker_agent.runtime_docker import make_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ class WorkerAgent:
         flare: FlareRuns = flare_runs,
     ) -> None:
         self.settings = settings
-        self._runtime = runtime or LocalProcessRuntime(owner=settings.agent_id)
+        # The owner names this agent's work dir too: two stacks on one host (tests, a dev
+        # stack beside CI) both have a `local-0`, and must never end each other's processes.
+        owner = f"{settings.agent_id}@{settings.work_root.resolve()}"
+        self._runtime = runtime or make_runtime(settings, owner)
         self._flare = flare
         self._inventory = Inventory(settings.inventory)
         self._started_at: datetime = utc_now()
@@ -102,8 +105,7 @@ class WorkerAgent:
             logger.warning("ended %d process(es) left by a previous run of this agent", killed)
         self.settings.work_root.mkdir(parents=True, exist_ok=True)
         await self.broker.connect()
-        await declare_streams(self.broker, self.settings.nats_stream_replicas)
-        store = await self.broker.object_storage(STAGING_OBJECT_STORE)
+        store = await declare_streams(self.broker, self.settings.nats_stream_replicas)
         self._manager = RunManager(
             settings=self.settings,
             publish=self._publish,

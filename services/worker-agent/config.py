@@ -3,7 +3,7 @@
 import re
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -52,6 +52,25 @@ class AgentSettings(ServiceSettings):
         description="Kits, shards, envs and NVFlare workspaces; default <data_dir>/agents/<id>",
     )
     torch_threads: int = Field(default=1, ge=1, validation_alias="RONDO_AGENT_TORCH_THREADS")
+    memory_limit_mb: int | None = Field(
+        default=None,
+        gt=0,
+        validation_alias="RONDO_AGENT_MEMORY_LIMIT_MB",
+        description="Memory each NVFlare process started as a local process may allocate "
+        "(RLIMIT_DATA: heap and private mappings, not code or reserved address space); "
+        "unset: no limit. A client container's memory limit (Docker runtime; unset: 16384)",
+    )
+    runtime: Literal["auto", "process", "docker"] = Field(
+        default="auto",
+        validation_alias="RONDO_AGENT_RUNTIME",
+        description="Where NVFlare clients run: containers (docker), local processes (process), "
+        "or containers when a Docker engine answers (auto)",
+    )
+    image: str = Field(
+        default="rondo/agent:0.1.0",
+        validation_alias="RONDO_AGENT_IMAGE",
+        description="Image of the client containers (rondo, nvflare and torch installed)",
+    )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, validation_alias="RONDO_AGENT_HEARTBEAT_INTERVAL_S"
     )

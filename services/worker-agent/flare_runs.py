@@ -9,6 +9,7 @@ loop), with the agent's interpreter. The workspace of a participant is its kit f
 import json
 import os
 import shlex
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,27 @@ JOB_FOLDER = "nvflare_job"
 HOSTED_MODEL_FILENAME = "GLOBAL_MODEL.pt"
 SESSION_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.2
+# NVFlare connectors wait 1, 2, 4, 8 s between failed connection attempts, and a client that
+# could not register retries after `client_register_interval` (default 2 s). Server and
+# clients start together, so the first attempts often come too early: the admin session waits
+# until the server's port accepts connections, and clients retry registration sooner.
+LISTENER_PROBE_INTERVAL_S = 0.05
+CLIENT_REGISTER_RETRY_S = 0.5
 MIN_HEARTBEAT_INTERVAL_S = 2.0
 # Components of ours named in apps; kept allowed even for jobs without custom code.
 PLATFORM_COMPONENT_PREFIX = "rondo."
+
+
+@dataclass(frozen=True)
+class ContainerNeeds:
+    """What running a client's command in a container takes beyond the command itself (a
+    process runtime ignores it): the folders to mount, the device, the job's requirements."""
+
+    data_root: Path  # the unpacked shard: mounted read-only
+    out_spool: Path  # where the executor writes the user's out_dir files
+    device: str  # 'cpu' or 'cuda:N', N as this host numbers its GPUs
+    requirements_file: Path | None  # the job's requirements.txt; None or empty: none
+    requirements_sha256: str | None  # names the cached environment; None: no requirements
 
 
 @dataclass
@@ -42,6 +61,7 @@ class ProcessSpec:
     env: dict[str, str]
     log_files: list[Path]
     output_log: Path
+    container: ContainerNeeds | None = None  # set for clients: they may run in a container
 
 
 @dataclass
@@ -77,6 +97,8 @@ class ClientRunSpec:
     torch_threads: int = 1
     extra_pythonpath: list[Path] = field(default_factory=list)
     heartbeat_interval_s: float = 2.0  # to the FL server; the server's timeout is per job
+    requirements_file: Path | None = None  # the job's requirements.txt (for containers)
+    requirements_sha256: str | None = None  # None: the job has no requirements
 
 
 class RunSubmitError(RuntimeError):
@@ -119,6 +141,7 @@ def client_process(spec: ClientRunSpec) -> ProcessSpec:
     custom apps look for it (`<workspace>/rondo_data`)."""
     workspace = spec.kit_dir.resolve()
     _write_resources(workspace, _kit_resources(workspace))
+    _set_register_retry(workspace, CLIENT_REGISTER_RETRY_S)
     link = workspace / CLIENT_DATA_LINK
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -135,7 +158,15 @@ def client_process(spec: ClientRunSpec) -> ProcessSpec:
     # NVFlare's heartbeat loop sleeps in 2 s steps: shorter intervals would spin.
     heartbeat_s = max(MIN_HEARTBEAT_INTERVAL_S, spec.heartbeat_interval_s)
     argv = [*_kit_command(workspace, spec.python), f"heart_beat_interval={heartbeat_s}"]
-    return _process_spec(workspace, argv, env)
+    process = _process_spec(workspace, argv, env)
+    process.container = ContainerNeeds(
+        data_root=spec.data_root.resolve(),
+        out_spool=spec.out_spool.resolve(),
+        device=spec.device,
+        requirements_file=spec.requirements_file,
+        requirements_sha256=spec.requirements_sha256,
+    )
+    return process
 
 
 # --- admin ----------------------------------------------------------------------------------
@@ -177,7 +208,11 @@ def registered_sites(session: Session) -> set[str]:
 
 
 def _open_session(spec: ServerRunSpec, deadline: float) -> Session:
-    """An admin session, retried until the server answers or the deadline passes."""
+    """An admin session, retried until the server answers or the deadline passes. The first
+    try waits until the admin port accepts connections (see LISTENER_PROBE_INTERVAL_S)."""
+    port = spec.assignment.admin_port
+    if not _wait_for_listener("localhost", port, deadline):
+        raise RunSubmitError(f"FL server's admin port {port} did not open in time")
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
@@ -190,6 +225,17 @@ def _open_session(spec: ServerRunSpec, deadline: float) -> Session:
             last_error = error
             time.sleep(POLL_INTERVAL_S)
     raise RunSubmitError(f"FL server's admin port did not answer: {last_error}")
+
+
+def _wait_for_listener(host: str, port: int, deadline: float) -> bool:
+    """Whether something accepted a TCP connection on host:port before the deadline."""
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return True
+        except OSError:
+            time.sleep(LISTENER_PROBE_INTERVAL_S)
+    return False
 
 
 def _wait_for_sites(session: Session, sites: list[str], deadline: float) -> None:
@@ -222,8 +268,22 @@ def _kit_command(workspace: Path, python: str) -> list[str]:
     raise RunSubmitError(f"no start command in {workspace}/startup/sub_start.sh")
 
 
+# The agent's own settings (S3 and NATS credentials, database URLs) must never reach user code
+# running inside NVFlare processes; only the stack marker that `rondo down` relies on is kept.
+INHERITED_PLATFORM_VARIABLES = frozenset({"RONDO_STACK_ID"})
+PLATFORM_VARIABLE_PREFIXES = ("RONDO_", "AWS_")
+
+
+def _inherited_env() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in INHERITED_PLATFORM_VARIABLES or not name.startswith(PLATFORM_VARIABLE_PREFIXES)
+    }
+
+
 def _process_env(threads: int, pythonpath: list[Path], malloc_arenas: int) -> dict[str, str]:
-    env = dict(os.environ)
+    env = _inherited_env()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
     env.setdefault("MALLOC_ARENA_MAX", str(malloc_arenas))
@@ -243,6 +303,14 @@ def _kit_resources(workspace: Path) -> dict[str, Any]:
     if isinstance(allow_list, list) and "*" not in allow_list:
         allow_list.append(PLATFORM_COMPONENT_PREFIX)
     return resources
+
+
+def _set_register_retry(workspace: Path, retry_s: float) -> None:
+    """Set how soon the kit's client retries a failed registration (startup/fed_client.json)."""
+    path = workspace / "startup" / "fed_client.json"
+    config = json.loads(path.read_text())
+    config["client"]["client_register_interval"] = retry_s
+    path.write_text(json.dumps(config, indent=2))
 
 
 def _write_resources(workspace: Path, resources: dict[str, Any]) -> None:

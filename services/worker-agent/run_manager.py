@@ -19,6 +19,7 @@ import logging
 import shutil
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -143,6 +144,8 @@ class RunManager:
         )
         self._runs: dict[str, Run] = {}
         self._finished_runs: set[str] = set()
+        # The time of the newest dispatch seen per job: a job has one current run.
+        self._newest_dispatch: dict[str, datetime] = {}
 
     # --- what the bus asks ----------------------------------------------------------------
 
@@ -167,11 +170,22 @@ class RunManager:
     async def dispatch(self, event: JobDispatched) -> None:
         """Start preparing the run's processes and return at once (preparing may take minutes).
 
-        A redelivered dispatch, or one for a run already stopped, is ignored.
+        A redelivered dispatch, or one for a run already stopped, is ignored. A job has one
+        current run: a dispatch older than the job's newest one seen here is ignored (an agent
+        cut off from the bus may get it late), and a newer one first stops the job's older
+        runs on this agent, so they never share a device with it.
         """
         if event.run_id in self._runs or event.run_id in self._finished_runs:
             logger.info("dispatch of run %s already handled; ignored", event.run_id)
             return
+        newest = self._newest_dispatch.get(event.job_id)
+        if newest is not None and event.occurred_at < newest:
+            logger.info("dispatch of run %s is superseded by a newer one; ignored", event.run_id)
+            self._finished_runs.add(event.run_id)
+            return
+        self._newest_dispatch[event.job_id] = event.occurred_at
+        superseded = [run for run in self._runs.values() if run.job_id == event.job_id]
+        await self._stop_runs(superseded, f"superseded by run {event.run_id}")
         folder = self.runs_dir / event.job_id / event.run_id
         run = Run(
             job_id=event.job_id,
@@ -201,6 +215,9 @@ class RunManager:
 
     async def stop_all(self, reason: str) -> None:
         """Stop every run (agent shutdown)."""
+        await self._stop_runs(list(self._runs.values()), reason)
+
+    async def _stop_runs(self, runs: list[Run], reason: str) -> None:
         await asyncio.gather(
             *(
                 self.stop(
@@ -211,7 +228,7 @@ class RunManager:
                         reason=reason,
                     )
                 )
-                for run in list(self._runs.values())
+                for run in runs
             )
         )
 
@@ -261,6 +278,8 @@ class RunManager:
                 device=assignment.device,
                 python=job_python.python,
                 torch_threads=self._settings.torch_threads,
+                requirements_file=job_files_dir / REQUIREMENTS_FILE,
+                requirements_sha256=job_python.requirements_sha256,
             ),
         )
         process.watchers.append(

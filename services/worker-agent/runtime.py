@@ -9,6 +9,7 @@ Stopping kills the union: the whole tree, orphans included.
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import uuid
@@ -103,15 +104,19 @@ class LocalProcessRuntime:
     """Runs each spec as a local process in its own session (no container).
 
     `owner` (the agent id) is stamped on every process so `kill_leftovers` finds them later.
+    `memory_limit_mb` caps what each process may allocate (see `limit_memory`).
     """
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, memory_limit_mb: int | None = None) -> None:
         self._owner = owner
+        self._memory_limit_mb = memory_limit_mb
 
     def start(self, spec: ProcessSpec) -> LocalProcessHandle:
         marker = uuid.uuid4().hex
         env = {**spec.env, TREE_MARKER_ENV: marker, OWNER_MARKER_ENV: self._owner}
         process = spawn(spec.argv, spec.output_log, env=env, cwd=spec.cwd)
+        if self._memory_limit_mb is not None:
+            limit_memory(process.pid, self._memory_limit_mb)
         return LocalProcessHandle(process, marker)
 
     def kill_leftovers(self, timeout_s: float) -> int:
@@ -121,6 +126,22 @@ class LocalProcessRuntime:
         ]
         _terminate(leftovers, timeout_s)
         return len(leftovers)
+
+
+def limit_memory(pid: int, limit_mb: int) -> None:
+    """Cap what the process, and every process it starts later, may allocate.
+
+    RLIMIT_DATA (heap and private writable mappings), not RLIMIT_AS: torch and CUDA reserve
+    large address ranges they never touch, and shared libraries map hundreds of MB of code;
+    RLIMIT_AS would count both. Past the limit an allocation fails (MemoryError, torch's
+    "can't allocate memory"), so the user's code reports it instead of the host's OOM killer
+    taking something else. Set on the running process rather than in a `preexec_fn` (unsafe
+    in a threaded agent): it starts NVFlare's job process, where the user's code runs, seconds
+    later, and a child inherits its parent's limits.
+    """
+    limit = limit_mb * 1024 * 1024
+    with contextlib.suppress(ProcessLookupError):  # exited already: its exit is reported
+        resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
 
 
 def _terminate(processes: list[psutil.Process], timeout_s: float) -> None:

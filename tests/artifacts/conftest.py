@@ -1,4 +1,5 @@
-"""Artifacts fixtures: the service running in-process against the session's NATS and S3."""
+"""Artifacts fixtures: the service running in-process against the session's NATS and S3, its
+database on SQLite and then on PostgreSQL."""
 
 import secrets
 from collections.abc import AsyncIterator
@@ -17,12 +18,15 @@ from rondo.contracts.subjects import STAGING_OBJECT_STORE
 
 @pytest.fixture(scope="module")
 def artifacts_settings(
-    service_settings: ServiceSettings, tmp_path_factory: pytest.TempPathFactory
+    service_settings: ServiceSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str,
 ) -> ArtifactsSettings:
     values = service_settings.model_dump()
     values["data_dir"] = tmp_path_factory.mktemp("artifacts-data")
     return ArtifactsSettings(
         **values,
+        artifacts_database_url=database_url,
         artifacts_log_flush_interval_s=0.3,
         artifacts_retry_delay_s=0.2,
         artifacts_max_retry_delay_s=0.5,

@@ -2,10 +2,12 @@
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.databases import migrated_engine
 
 from rondo.artifacts.layout import JobLocation, UnsafePath, check_staged_path
 from rondo.artifacts.logs import render_log_file, separator_line
@@ -14,6 +16,7 @@ from rondo.artifacts.metrics_report import (
     render_metrics_json,
     render_training_log,
 )
+from rondo.artifacts.migrations import MIGRATIONS
 from rondo.artifacts.models import ModelPointers, RoundRecord
 from rondo.artifacts.store import JobNotKnown, SqlArtifactsStore, make_store
 from rondo.contracts.events import WorkerContribution
@@ -124,14 +127,17 @@ def test_training_log_has_one_line_per_round() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqlArtifactsStore:
-    made = make_store(f"sqlite:///{tmp_path / 'db' / 'artifacts.db'}")
-    assert isinstance(made, SqlArtifactsStore)
-    made.save_location(JobLocation("job-1", "bucket", "jobs/digits"))
-    return made
+def store(database_url: str) -> Iterator[SqlArtifactsStore]:
+    """A store on the module's database (SQLite, then PostgreSQL) that knows job-1."""
+    with migrated_engine(database_url, MIGRATIONS) as engine:
+        made = SqlArtifactsStore(engine)
+        made.save_location(JobLocation("job-1", "bucket", "jobs/digits"))
+        yield made
 
 
-def test_sqlite_pragmas(store: SqlArtifactsStore) -> None:
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    store = make_store(f"sqlite:///{tmp_path / 'db' / 'artifacts.db'}")
+    assert isinstance(store, SqlArtifactsStore)
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.examples import DIGITS_DIR, load_script
+from support.examples import DIGITS_DIR, digits_job_files
 from support.platform import Platform
 
 from rondo.contracts.states import JobState
@@ -32,19 +32,9 @@ def manifest(*ids: str) -> bytes:
     )
 
 
-def demo_job_files(tmp_path: Path) -> dict[str, bytes | Path]:
-    shards = load_script(DIGITS_DIR, "make_shards").make_shards(2, tmp_path / "shards")
-    files: dict[str, bytes | Path] = {
-        "scripts/model_def.py": DIGITS_DIR / "model_def.py",
-        "requirements/requirements.txt": DIGITS_DIR / "requirements.txt",
-    }
-    files.update({f"shards/{shard.name}": shard for shard in shards})
-    return files
-
-
 @pytest.mark.timeout(420)
 def test_demo_job_runs_to_finished_with_every_output(platform: Platform, tmp_path: Path) -> None:
-    platform.upload_job("digits-e2e", demo_job_files(tmp_path))
+    platform.upload_job("digits-e2e", digits_job_files(tmp_path / "shards"))
 
     response = platform.submit("digits-e2e", num_rounds=DEMO_ROUNDS)
     assert response.status_code == 201, response.text
@@ -144,7 +134,8 @@ def test_shard_escaping_its_folder_fails_the_job_and_changes_nothing(platform: P
             "shards/shard_1.zip": evil,
         },
     )
-    before = platform.objects()
+    # Only this job's folder: earlier jobs' logs may still be landing in the bucket.
+    before = platform.objects("jobs/escape-e2e/")
 
     response = platform.submit("escape-e2e", num_rounds=1)
     if response.status_code == 400:  # refused before dispatch: the gateway's shard checks
@@ -157,6 +148,8 @@ def test_shard_escaping_its_folder_fails_the_job_and_changes_nothing(platform: P
         assert "shard_1.zip" in job["error"]["message"]
 
     outputs = ("jobs/escape-e2e/files_out/", "jobs/escape-e2e/model_out/")
-    after = {k: v for k, v in platform.objects().items() if not k.startswith(outputs)}
+    after = {
+        k: v for k, v in platform.objects("jobs/escape-e2e/").items() if not k.startswith(outputs)
+    }
     assert after == before
     assert not platform.wait_no_nvflare_processes()

@@ -1,5 +1,6 @@
 """Gateway fixtures: the app served by a real uvicorn on a free port, against the session's
-real nats-server and SeaweedFS; users made with the operator functions; bus access."""
+real nats-server and SeaweedFS, its database on SQLite and then on PostgreSQL; users made with
+the operator functions; bus access."""
 
 import asyncio
 import secrets
@@ -17,22 +18,35 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlmodel import Session
+from support.databases import BACKENDS, new_database
 
 from rondo.contracts.bus import make_broker
 from rondo.contracts.config import ServiceSettings
-from rondo.contracts.storage import S3Client
 from rondo.gateway.app import create_app
 from rondo.gateway.config import GatewaySettings
-from rondo.gateway.manage import CreatedUser, create_user
+from rondo.gateway.users import NewUser, add_user
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def gateway_database_url(request: pytest.FixtureRequest) -> str:
+    """The running gateway's database: its tests run on SQLite, then on PostgreSQL."""
+    return new_database(request, request.param)
 
 
 @pytest.fixture(scope="session")
 def gateway_settings(
-    service_settings: ServiceSettings, tmp_path_factory: pytest.TempPathFactory
+    service_settings: ServiceSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+    gateway_database_url: str,
 ) -> GatewaySettings:
     return GatewaySettings(
         **service_settings.model_dump(exclude={"data_dir"}),
         data_dir=tmp_path_factory.mktemp("gateway-data"),
+        gateway_database_url=gateway_database_url,
+        # Per key: tests use a fresh user (key) each, the rate-limit test exhausts its own.
+        gateway_rate_limit_per_s=5.0,
+        gateway_rate_limit_burst=40,
+        gateway_worker_online_s=1.0,
     )
 
 
@@ -65,15 +79,15 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def make_user(gateway: Gateway, s3: S3Client) -> Callable[[], CreatedUser]:
-    """Creates a user with the operator function, and their bucket."""
+def make_user(gateway: Gateway) -> Callable[[], NewUser]:
+    """Creates a user, their bucket and S3 key with the operator function."""
 
-    def make() -> CreatedUser:
+    def make() -> NewUser:
         suffix = secrets.token_hex(4)
-        bucket = f"user-{suffix}"
-        s3.create_bucket(Bucket=bucket)
         with Session(gateway.app.state.engine) as session:
-            return create_user(session, f"user-{suffix}", bucket)
+            return add_user(
+                session, gateway.app.state.storage_admin, f"user-{suffix}", f"user-{suffix}"
+            )
 
     return make
 

@@ -11,9 +11,10 @@ import httpx
 from fastapi import FastAPI
 from nats.aio.msg import Msg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support import job_files
 
 from rondo.contracts.storage import S3Client
-from rondo.gateway.manage import CreatedUser
+from rondo.gateway.users import CreatedUser
 
 
 @dataclass
@@ -33,6 +34,19 @@ def job_name() -> str:
     return f"job-{secrets.token_hex(3)}"
 
 
+VALID_SHARD = job_files.shard("a")
+VALID_MODEL_DEF = job_files.model_def(b"")
+
+
+def placeholder(key: str) -> bytes:
+    """Contents that pass the gateway's checks of a job file with this name."""
+    valid = {".zip": VALID_SHARD, ".py": VALID_MODEL_DEF, ".json": b"{}"}
+    for suffix, content in valid.items():
+        if key.endswith(suffix):
+            return content
+    return b""
+
+
 def upload_job(
     s3: S3Client,
     bucket: str,
@@ -43,14 +57,23 @@ def upload_job(
     requirements: bool = True,
     extra: tuple[str, ...] = (),
 ) -> None:
-    """Put a job folder under jobs/{name}/ (placeholder contents: only the names matter)."""
+    """Put a job folder under jobs/{name}/ (contents that pass the checks: names matter)."""
     keys = [f"shards/{shard}" for shard in shards] + list(extra)
     if model_def:
         keys.append("scripts/model_def.py")
     if requirements:
         keys.append("requirements/requirements.txt")
     for key in keys:
-        s3.put_object(Bucket=bucket, Key=f"jobs/{name}/{key}", Body=b"x")
+        s3.put_object(Bucket=bucket, Key=f"jobs/{name}/{key}", Body=placeholder(key))
+
+
+async def submitted_job(client: httpx.AsyncClient, user: CreatedUser, s3: S3Client) -> str:
+    """Upload a placeholder job folder for `user` and submit it; returns the job's id."""
+    name = job_name()
+    upload_job(s3, user.bucket, name)
+    response = await client.post("/api/jobs", json={"name": name}, headers=auth(user))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def bucket_listing(s3: S3Client, bucket: str) -> list[tuple[str, str]]:
@@ -62,7 +85,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     """The response is the error envelope with this status and code."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"code", "message", "hint"}, body
+    # `problems` comes with `invalid_job` only.
+    assert set(body) - {"problems"} == {"code", "message", "hint"}, body
     assert body["code"] == code, body
     assert body["message"], body
     return dict(body)

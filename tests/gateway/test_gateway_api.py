@@ -20,7 +20,7 @@ from rondo.contracts.events import HealthReply, JobCancelRequested, JobSubmitted
 from rondo.contracts.storage import S3Client
 from rondo.contracts.telemetry import JOB_ID_ATTRIBUTE
 from rondo.gateway.config import GatewaySettings
-from rondo.gateway.manage import CreatedUser
+from rondo.gateway.users import CreatedUser
 
 MakeUser = Callable[[], CreatedUser]
 Probe = Callable[[str], Awaitable[BusProbe]]
@@ -67,7 +67,6 @@ async def test_submit_stores_pending_and_publishes_job_submitted(
         user.bucket,
         name,
         shards=("shard_0.zip", "shard_1.zip", "shard_10.zip", "shard_2.zip", "notes.txt"),
-        requirements=False,
         extra=(
             "configs/config_fed_server.json",
             "configs/config_fed_client.json",
@@ -127,7 +126,8 @@ async def test_missing_model_def_is_400_naming_the_key_and_changes_nothing(
 
     response = await client.post("/api/jobs", json={"name": name}, headers=auth(user))
 
-    body = assert_error(response, 400, "missing_file")
+    body = assert_error(response, 400, "invalid_job")
+    assert [problem["code"] for problem in body["problems"]] == ["missing_file"]
     assert f"jobs/{name}/scripts/model_def.py" in body["message"]
     assert "upload" in body["hint"]
     assert bucket_listing(s3, user.bucket) == before
@@ -142,7 +142,8 @@ async def test_folder_checks_name_the_missing_prefix_and_config_errors(
     no_shards = job_name()
     upload_job(s3, user.bucket, no_shards, shards=("readme.txt",))
     response = await client.post("/api/jobs", json={"name": no_shards}, headers=auth(user))
-    body = assert_error(response, 400, "missing_shards")
+    body = assert_error(response, 400, "invalid_job")
+    assert body["problems"][0]["code"] == "missing_shards"
     assert f"jobs/{no_shards}/shards/" in body["message"]
 
     too_few = job_name()
@@ -150,12 +151,14 @@ async def test_folder_checks_name_the_missing_prefix_and_config_errors(
     response = await client.post(
         "/api/jobs", json={"name": too_few, "config": {"min_clients": 3}}, headers=auth(user)
     )
-    assert_error(response, 400, "invalid_config")
+    body = assert_error(response, 400, "invalid_job")
+    assert body["problems"][0]["code"] == "invalid_config"
 
     half_app = job_name()
     upload_job(s3, user.bucket, half_app, extra=("configs/config_fed_server.json",))
     response = await client.post("/api/jobs", json={"name": half_app}, headers=auth(user))
-    body = assert_error(response, 400, "missing_file")
+    body = assert_error(response, 400, "invalid_job")
+    assert body["problems"][0]["code"] == "missing_file"
     assert f"jobs/{half_app}/configs/config_fed_client.json" in body["message"]
 
 
@@ -194,6 +197,9 @@ async def test_other_users_jobs_are_404_everywhere(
     for method, path in [
         ("GET", f"/api/jobs/{job_id}"),
         ("GET", f"/api/jobs/{job_id}/metrics"),
+        ("GET", f"/api/jobs/{job_id}/logs"),
+        ("GET", f"/api/tasks/{job_id}"),
+        ("GET", f"/api/customer/dashboard/jobs/{job_id}"),
         ("GET", f"/api/jobs/{job_id}/events"),
         ("POST", f"/api/jobs/{job_id}/cancel"),
         ("POST", f"/api/jobs/{job_id}/stop"),

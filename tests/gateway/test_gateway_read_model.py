@@ -29,7 +29,7 @@ from rondo.contracts.events import (
 )
 from rondo.contracts.states import JobState, SlotStatus, WorkerPanel, WorkerSlotView
 from rondo.contracts.storage import S3Client
-from rondo.gateway.manage import CreatedUser
+from rondo.gateway.users import CreatedUser
 
 MakeUser = Callable[[], CreatedUser]
 

@@ -1,10 +1,6 @@
 """Gateway pieces without servers: keys, the operator command, SQLite settings, read-model
 rules (unknown jobs, repeated transitions, terminal states), shard order."""
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +9,7 @@ import pytest
 from fastapi.sse import ServerSentEvent
 from sqlalchemy import Engine, text
 from sqlmodel import Session
+from support.databases import migrated_engine
 
 from rondo.contracts.events import JobProgress, JobSnapshot, JobStateChanged
 from rondo.contracts.states import JobState
@@ -25,22 +22,24 @@ from rondo.gateway.auth import (
 )
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import ApiError
-from rondo.gateway.manage import ManageError, create_user
+from rondo.gateway.migrations import MIGRATIONS
 from rondo.gateway.models import Job, JobTransition
 from rondo.gateway.pubsub import JobEventHub
 from rondo.gateway.read_model import apply_progress, apply_state_changed
+from rondo.gateway.users import ManageError, create_user
 from rondo.gateway.validation import natural_key
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
+def engine(database_url: str) -> Iterator[Engine]:
+    """The gateway's schema on the module's database (SQLite, then PostgreSQL)."""
+    with migrated_engine(database_url, MIGRATIONS) as engine:
+        yield engine
+
+
+def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db' / 'gateway.db'}")
     init_db(engine)
-    yield engine
-    engine.dispose()
-
-
-def test_sqlite_connections_use_wal_and_foreign_keys(engine: Engine) -> None:
     with engine.connect() as connection:
         pragma = {
             name: connection.execute(text(f"PRAGMA {name}")).scalar()
@@ -95,18 +94,6 @@ def test_create_user_is_idempotent_only_with_a_known_key(engine: Engine) -> None
             create_user(session, "dave", "dave-bucket", "rondo_" + "k" * 32)
         second_key = create_user(session, "bob", "bob-bucket", "rsk_live_" + "z" * 32)
         assert second_key.user_id == first.user_id
-
-
-def test_manage_command_prints_json(tmp_path: Path) -> None:
-    env = {**os.environ, "RONDO_DATA_DIR": str(tmp_path)}
-    argv = [sys.executable, "-m", "rondo.gateway.manage", "create-user", "erin", "--bucket"]
-    result = subprocess.run(
-        [*argv, "erin-bucket", "--json"], env=env, capture_output=True, text=True, check=True
-    )
-    created = json.loads(result.stdout)
-    assert set(created) == {"user_id", "name", "api_key", "bucket"}
-    assert created["api_key"].startswith("rsk_live_")
-    assert (tmp_path / "gateway.db").exists()
 
 
 def test_shards_sort_in_slot_order() -> None:

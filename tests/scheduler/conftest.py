@@ -1,21 +1,26 @@
-"""Scheduler fixtures: a store on a temporary SQLite file, a clock, a publish collector."""
+"""Scheduler fixtures: a store (on SQLite, then on PostgreSQL), a clock, a publish collector."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scheduler_helpers import FakeClock, Published, StubDispatcher
+from support.databases import migrated_engine
 
 from rondo.scheduler.config import SchedulerSettings
+from rondo.scheduler.migrations import MIGRATIONS
 from rondo.scheduler.outbox import Outbox
 from rondo.scheduler.reconciler import Reconciler
 from rondo.scheduler.service import Scheduler
 from rondo.scheduler.state_machine import JobStateMachine
-from rondo.scheduler.store import JobStore, make_store
+from rondo.scheduler.store import JobStore, SqlJobStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return make_store(f"sqlite:///{tmp_path / 'db' / 'scheduler.db'}")
+def store(database_url: str) -> Iterator[JobStore]:
+    """An empty store on the module's database, emptied again after the test."""
+    with migrated_engine(database_url, MIGRATIONS) as engine:
+        yield SqlJobStore(engine)
 
 
 @pytest.fixture

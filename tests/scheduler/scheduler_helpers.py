@@ -13,6 +13,7 @@ from rondo.contracts.events import (
     WorkerHeartbeat,
 )
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
+from rondo.scheduler.checkpoints import ResumePoint, round_checkpoint_key
 from rondo.scheduler.dispatch import RunPlan, kit_key, new_run_id, site_name
 from rondo.scheduler.models import RunCreate, RunSlotCreate
 from rondo.scheduler.placement import Placement
@@ -83,12 +84,19 @@ def cpu_heartbeat(
 
 
 class StubDispatcher:
-    """Builds a run like `Dispatcher.create_run` without provisioning or S3."""
+    """Builds a run like `Dispatcher.create_run` without provisioning or S3; every checkpoint
+    a replacement asks for is there."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.calls = 0
         self.error: Exception | None = None
+        self.resumed: list[tuple[int, str | None]] = []  # (start_round, checkpoint key) per run
+
+    def resume_point(self, job: JobSubmitted, completed_rounds: int, wait_s: float) -> ResumePoint:
+        if completed_rounds == 0:
+            return ResumePoint(start_round=0, checkpoint_key=None)
+        return ResumePoint(completed_rounds, round_checkpoint_key(job.prefix, completed_rounds - 1))
 
     def create_run(
         self,
@@ -103,8 +111,10 @@ class StubDispatcher:
         self.calls += 1
         if self.error is not None:
             raise self.error
+        self.resumed.append((start_round, initial_checkpoint_key))
         run_id = new_run_id()
-        sites = [site_name(choice.slot, 0) for choice in placement.clients]
+        generations = generations or {}
+        sites = {c.slot: site_name(c.slot, generations.get(c.slot, 0)) for c in placement.clients}
         url = "http://s3.invalid/"
         host = agents[placement.server_agent_id].host
         server = ServerAssignment(
@@ -113,7 +123,8 @@ class StubDispatcher:
             admin_name="admin@rondo.local",
             fed_learn_port=placement.fed_learn_port,
             admin_port=placement.admin_port,
-            site_names=sites,
+            site_names=[sites[slot] for slot in sorted(sites)],
+            start_round=start_round,
             job_files=[],
             has_custom_app=False,
             config=job.config,
@@ -148,6 +159,7 @@ class StubDispatcher:
             fed_learn_port=placement.fed_learn_port,
             admin_port=placement.admin_port,
             admin_name="admin@rondo.local",
+            start_round=start_round,
             kits_prefix=f"kits/{job.job_id}/{run_id}/",
             created_at=self.clock(),
         )
@@ -157,6 +169,7 @@ class StubDispatcher:
                 slot=c.slot,
                 job_id=job.job_id,
                 site_name=sites[c.slot],
+                generation=generations.get(c.slot, 0),
                 agent_id=c.agent_id,
                 device_index=c.device_index,
                 device=c.device,

@@ -6,9 +6,11 @@ from rondo.scheduler.placement import (
     AgentCapacity,
     Placement,
     PlacementRequest,
+    SlotChoice,
     Waiting,
     free_port_pair,
     place,
+    place_replacement,
     plan,
 )
 
@@ -131,3 +133,26 @@ def test_waiting_reason_when_nothing_is_online() -> None:
     waiting = place(request, [])
     assert isinstance(waiting, Waiting)
     assert waiting.reason == "waiting for 2 workers (h100) with >= 39.1 GB, 0 online"
+
+
+def test_replacement_restarts_in_place_or_moves_and_keeps_the_server() -> None:
+    agents = [agent(name, gpu(0, "x", 20), gpu(1, "x", 20)) for name in "ab"]
+    kept = [SlotChoice(0, "a", 0, "cuda:0")]
+    crashed = SlotChoice(1, "b", 1, "cuda:1")
+    request = PlacementRequest("j", 2)
+    # the crashed slot's own GPU is free: it restarts there; the server keeps its agent
+    again = placed(place_replacement(request, kept, [crashed], "a", agents))
+    assert again.clients == (kept[0], crashed)
+    assert (again.server_agent_id, again.fed_learn_port) == ("a", 9000)
+    # agent b is gone: the slot moves to a's other GPU; the server gets fresh ports
+    used = agent("a", gpu(0, "x", 20), gpu(1, "x", 20), used_ports=frozenset({9000, 9001}))
+    moved = placed(place_replacement(request, kept, [crashed], "a", [used]))
+    assert moved.clients[1] == SlotChoice(1, "a", 1, "cuda:1")
+    assert (moved.fed_learn_port, moved.admin_port) == (9002, 9003)
+    # the server's agent is gone too: it goes to an agent running a client
+    lost_server = placed(place_replacement(request, kept, [crashed], None, agents))
+    assert lost_server.server_agent_id in {"a", "b"}
+    only_a = agent("a", gpu(0, "x", 20))
+    waiting = place_replacement(request, kept, [crashed], "a", [only_a])
+    assert isinstance(waiting, Waiting)
+    assert waiting.reason == "waiting for 1 worker, 1 online, 1 busy"

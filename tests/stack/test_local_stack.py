@@ -102,6 +102,7 @@ def test_up_status_down_up_keeps_identity(tmp_path: Path, cli_env: dict[str, str
             "url": state.gateway_url,
             "api_key": state.user.api_key,
         }
+        assert state.s3_user is not None and state.s3_user.buckets == [state.user.bucket]
         assert state.user.api_key in first.stdout and state.s3_user.secret_key in first.stdout
 
         user_s3 = make_s3_client(

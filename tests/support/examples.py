@@ -30,3 +30,15 @@ def load_script(folder: Path, stem: str) -> ModuleType:
     finally:
         sys.path.remove(str(folder))
     return module
+
+
+def digits_job_files(folder: Path, shards: int = 2) -> dict[str, bytes | Path]:
+    """The digits demo job folder (paths under jobs/{name}/ -> content), its `shards` shards
+    written into `folder`."""
+    written = load_script(DIGITS_DIR, "make_shards").make_shards(shards, folder)
+    files: dict[str, bytes | Path] = {
+        "scripts/model_def.py": DIGITS_DIR / "model_def.py",
+        "requirements/requirements.txt": DIGITS_DIR / "requirements.txt",
+    }
+    files.update({f"shards/{shard.name}": shard for shard in written})
+    return files

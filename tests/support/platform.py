@@ -4,8 +4,10 @@
 and the worker-agents as processes, exactly as `rondo up` runs them.
 """
 
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,19 @@ class Platform:
                 return missing
             time.sleep(0.5)
 
+    def wait_for_json(self, key: str, done: Callable[[Any], bool], timeout_s: float = 30) -> Any:
+        """The JSON at `key` once `done(it)` holds (reports are rewritten as events arrive);
+        at the deadline, the last one read (or None if it never existed)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                value = json.loads(self.read(key))
+            except self.s3.exceptions.NoSuchKey:
+                value = None
+            if (value is not None and done(value)) or time.monotonic() > deadline:
+                return value
+            time.sleep(0.5)
+
     # --- the API ------------------------------------------------------------------------
 
     def submit(self, name: str, **config: Any) -> httpx.Response:
@@ -121,3 +136,17 @@ class Platform:
         while (alive := self.nvflare_processes()) and time.monotonic() < deadline:
             time.sleep(0.5)
         return alive
+
+
+@contextmanager
+def running_platform(data_dir: Path, workers: int = 2) -> Iterator[Platform]:
+    """`rondo up` in `data_dir` for the length of the block, then `rondo down`, which must
+    leave no process behind."""
+    stack = LocalStack(data_dir)
+    platform = Platform(stack=stack, state=stack.up(workers=workers).state)
+    try:
+        yield platform
+    finally:
+        platform.api.close()
+        stack.down()
+    assert not platform.stack_processes(), "rondo down left processes behind"

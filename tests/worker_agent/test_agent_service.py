@@ -11,6 +11,7 @@ import secrets
 import textwrap
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -346,3 +347,49 @@ async def test_bad_shard_and_crashing_client_are_reported_with_their_cause(
     await wait_until(lambda: agent.manager.running() == [] or None, 5, "the run to be gone")
     exits = bus_log.events(RunProcessChanged, run_id=run_id, phase=ProcessPhase.EXITED)
     assert len(exits) == 3, "a process already exited is not reported again on stop"
+
+
+async def test_a_newer_run_of_a_job_supersedes_its_older_runs_here(
+    agent: WorkerAgent, scheduler: NatsBroker, bucket: Bucket, bus_log: BusLog
+) -> None:
+    agent_id, job_id = agent.settings.agent_id, "job-" + secrets.token_hex(4)
+    files = job_files(bucket, "jobs/again/")
+    shard_key = "jobs/again/shards/shard_0.zip"
+    shard_url = bucket.put(shard_key, zip_bytes({"manifest.ndjson": "{}\n"}))
+    sent = datetime.now(UTC)
+
+    def dispatch(run_id: str, site_name: str, at: datetime) -> JobDispatched:
+        client = ClientAssignment(
+            slot=0,
+            site_name=site_name,
+            kit_url=kit_url(bucket, f"kits/{run_id}.zip"),
+            shard_key=shard_key,
+            shard_url=shard_url,
+            job_files=files,
+        )
+        return JobDispatched(
+            job_id=job_id,
+            agent_id=agent_id,
+            run_id=run_id,
+            server_host="h",
+            clients=[client],
+            occurred_at=at,
+        )
+
+    await publish(scheduler, dispatch("run-1", "site-0-0", sent))
+    await bus_log.wait_for(RunProcessChanged, run_id="run-1", phase=ProcessPhase.READY)
+    await publish(scheduler, dispatch("run-2", "site-0-1", sent + timedelta(seconds=1)))
+    [old] = await bus_log.wait_for(RunProcessChanged, run_id="run-1", phase=ProcessPhase.EXITED)
+    assert old.expected, "the older run is stopped, not crashed"
+    await bus_log.wait_for(RunProcessChanged, run_id="run-2", phase=ProcessPhase.READY)
+    assert [p.site_name for p in agent.manager.running()] == ["site-0-1"]
+
+    # A dispatch older than the job's newest (an agent cut off gets it late) is ignored;
+    # dispatches are handled in order, so once run-3 is up run-0 was seen.
+    await publish(scheduler, dispatch("run-0", "site-0-0", sent - timedelta(seconds=1)))
+    await publish(scheduler, dispatch("run-3", "site-0-2", sent + timedelta(seconds=2)))
+    await bus_log.wait_for(RunProcessChanged, run_id="run-3", phase=ProcessPhase.READY)
+    assert bus_log.events(RunProcessChanged, run_id="run-0") == []
+    assert [p.site_name for p in agent.manager.running()] == ["site-0-2"]
+    await publish(scheduler, RunStopRequested(job_id=job_id, agent_id=agent_id, run_id="run-3"))
+    await wait_until(lambda: agent.manager.running() == [] or None, 5, "every run to be gone")

@@ -7,7 +7,6 @@ which is how a run's start is broken down (submit, dispatch, process phases, RUN
 
 import asyncio
 import json
-import random
 import sys
 import threading
 import time
@@ -20,12 +19,12 @@ from typing import Any
 import nats
 import psutil
 from job_data import shard_zip
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
-from rondo.contracts.events import ProcessPhase, RunProcessChanged
+from rondo.contracts.events import JobStateChanged, ProcessPhase, RunProcessChanged
 from rondo.contracts.states import JobState
 from rondo.stack.local import LocalStack
-from rondo.stack.ports import free_port_range
-from rondo.stack.state import FL_PORTS_PER_AGENT, AgentConfig, new_state, save_state
 
 # The end-to-end tests' view of a running stack (HTTP API, bucket, processes) is reused as is.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -54,7 +53,7 @@ class EventRecorder:
         self._events: list[BusEvent] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
+        self._connection: Client | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> None:
@@ -66,7 +65,7 @@ class EventRecorder:
         for subject in RECORDED_SUBJECTS:
             await self._connection.subscribe(subject, cb=self._on_message)
 
-    async def _on_message(self, message: Any) -> None:
+    async def _on_message(self, message: Msg) -> None:
         event = BusEvent(time.monotonic(), message.subject, json.loads(message.data))
         with self._lock:
             self._events.append(event)
@@ -76,7 +75,9 @@ class EventRecorder:
             return [e for e in self._events if job_id is None or e.data.get("job_id") == job_id]
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._connection.close(), self._loop).result(timeout=10)
+        if self._connection is not None:
+            closing = asyncio.run_coroutine_threadsafe(self._connection.close(), self._loop)
+            closing.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
 
@@ -124,7 +125,7 @@ def _describe(event: BusEvent) -> str:
         return f"{who} {data['phase']}"
     if event.subject.endswith(".dispatch"):
         return f"dispatched to {data['agent_id']}"
-    if event.subject == "rondo.job.state_changed":
+    if event.subject == JobStateChanged.SUBJECT:
         return f"state {data['snapshot']['state']}"
     return event.subject.removeprefix("rondo.")
 
@@ -174,7 +175,7 @@ class RondoBench:
         while time.monotonic() < deadline:
             for event in self.recorder.events(job_id):
                 if (
-                    event.subject == "rondo.job.state_changed"
+                    event.subject == JobStateChanged.SUBJECT
                     and event.data["snapshot"]["state"] == JobState.RUNNING
                 ):
                     return event.at
@@ -215,29 +216,9 @@ class RondoBench:
         return self.platform.nvflare_processes()
 
 
-def lend_random_fl_ports(data_dir: Path, workers: int) -> None:
-    """Prepare the stack's state with FL port ranges at a random place in 20000-29999.
-
-    Every stack takes the lowest free ranges when it starts, but NVFlare binds them only when
-    a run starts: stacks started side by side on one machine (tests running in parallel)
-    would lend the same ports, and an FL server then waits for its port.
-    """
-    state = new_state(data_dir, workers)
-    agents: list[AgentConfig] = []
-    size = FL_PORTS_PER_AGENT
-    start = random.randrange(20000, 29000 - size * workers, size)
-    for agent in state.agents:
-        taken = [a.fl_ports for a in agents]
-        fl_ports = free_port_range(size, state.host, start=start, avoid=taken)
-        agents.append(agent.model_copy(update={"fl_ports": fl_ports}))
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    save_state(state.model_copy(update={"agents": agents}))
-
-
 @contextmanager
 def rondo_stack(data_dir: Path, workers: int = 2) -> Iterator[RondoBench]:
     """A local stack in `data_dir` for the duration of the block; everything stopped after."""
-    lend_random_fl_ports(data_dir, workers)
     stack = LocalStack(data_dir)
     state = stack.up(workers=workers).state
     platform = Platform(stack=stack, state=state)

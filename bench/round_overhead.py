@@ -13,6 +13,7 @@ See bench/README.md.
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -90,9 +91,11 @@ def rondo_idle_cpu(rondo: RondoBench) -> tuple[IdleCpu, RondoJob]:
     time.sleep(1.0)  # the fast client trains, then waits for the next task
     groups: dict[str, list[psutil.Process]] = {"server": [], "client": []}
     for proc in rondo.nvflare_processes():
-        role = nvflare_role(proc)
-        if role == "server" or (role == "client" and proc.environ().get("RONDO_SLOT") == "1"):
-            groups[role].append(proc)
+        with contextlib.suppress(psutil.Error):
+            role = nvflare_role(proc)
+            waiting_client = role == "client" and proc.environ().get("RONDO_SLOT") == "1"
+            if role == "server" or waiting_client:
+                groups[role].append(proc)
     usage = cpu_percent(groups, STRAGGLER_S - 2.5)
     rondo.platform.wait_for_state(job_id, timeout_s=JOB_TIMEOUT_S)
     job = RondoJob(job_id, submitted_at, running_at, "", "", rondo.recorder.events(job_id))

@@ -1,5 +1,6 @@
 """Free loopback ports, including SeaweedFS's rule that every port P also binds P+10000."""
 
+import random
 import socket
 from collections.abc import Iterable, Sequence
 
@@ -37,25 +38,29 @@ def free_ports(count: int, host: str = "127.0.0.1", with_grpc_twin: bool = False
     return chosen
 
 
+FL_PORTS_LOW, FL_PORTS_HIGH = 20000, 30000
+
+
 def free_port_range(
     size: int,
     host: str = "127.0.0.1",
-    start: int = 20000,
     avoid: Iterable[tuple[int, int]] = (),
 ) -> tuple[int, int]:
-    """A run of `size` consecutive free ports (for an agent's FL server ports).
+    """A run of `size` consecutive free ports between 20000 and 30000 (an agent's FL ports).
 
-    `avoid` lists inclusive ranges already lent to someone else (free now, but not ours).
+    `avoid` lists inclusive ranges already lent to someone else (free now, but not ours). The
+    search starts at a random block: FL ports are bound only while a job runs, so two stacks
+    on one host scanning from the same start would be handed the same idle range.
     """
     taken = list(avoid)
-    port = start
-    while port + size < 30000:
+    blocks = list(range(FL_PORTS_LOW, FL_PORTS_HIGH - size, size))
+    first = random.randrange(len(blocks))
+    for port in blocks[first:] + blocks[:first]:
         last = port + size - 1
         overlaps = any(port <= high and low <= last for low, high in taken)
         if not overlaps and range_is_free(port, last, host):
             return port, last
-        port += size
-    raise RuntimeError(f"no {size} consecutive free ports between {start} and 30000")
+    raise RuntimeError(f"no {size} consecutive free ports between 20000 and 30000")
 
 
 def range_is_free(low: int, high: int, host: str = "127.0.0.1") -> bool:

@@ -9,12 +9,14 @@ received without yielding, and the batch is handed over once it has.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from pydantic import ValidationError
 
 from rondo.contracts.events import WorkerHeartbeat
@@ -41,7 +43,8 @@ class HeartbeatIntake:
 
     async def stop(self) -> None:
         if self._subscription is not None:
-            await self._subscription.unsubscribe()
+            with contextlib.suppress(ConnectionClosedError):  # gone with the connection
+                await self._subscription.unsubscribe()
             self._subscription = None
 
     async def _on_message(self, message: Msg) -> None:

@@ -166,7 +166,7 @@ class Replacer:
                 reason=replacement.reason,
             )
         if run is None:
-            logger.info("job %s moved on; replacement run %s dropped", job.job_id, created.run)
+            logger.info("job %s moved on; run %s not started", job.job_id, created.run.run_id)
             return
         logger.info(
             "job %s: %s with run %s from round %d (checkpoint %s) on %s",

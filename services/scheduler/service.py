@@ -140,6 +140,7 @@ class Scheduler:
     ) -> None:
         if event.phase == ProcessPhase.READY and run.server_ready_at is None:
             self.store.update_run(run.run_id, RunUpdate(server_ready_at=self.clock()))
+            await self._running_once_all_connected(job)
         elif event.phase == ProcessPhase.EXITED and not event.expected:
             message = event.error or (
                 f"the FL server on {event.agent_id} exited with code {event.exit_code}"
@@ -153,6 +154,7 @@ class Scheduler:
         if event.phase == ProcessPhase.READY:
             update = RunSlotUpdate(status=SlotStatus.CONNECTED, error=None)
             await self.machine.progress(job.job_id, slot_updates={slot: update})
+            await self._running_once_all_connected(job)
         elif event.phase == ProcessPhase.EXITED and event.expected:
             done = RunSlotUpdate(status=SlotStatus.DONE)
             await self.machine.progress(job.job_id, slot_updates={slot: done})
@@ -193,6 +195,17 @@ class Scheduler:
                 return slot.slot
         logger.warning("job %s: no slot for site %s", job.job_id, event.site_name)
         return None
+
+    async def _running_once_all_connected(self, job: JobPublic) -> None:
+        """RUNNING as soon as the FL server is up and every worker is connected (the product's
+        definition), without waiting for NVFlare to start its job processes."""
+        found = self._current(job.job_id, job.run_id) if job.run_id else None
+        if found is None:
+            return
+        job, run = found
+        slots = self.machine.slots(job)
+        if run.server_ready_at is not None and all(s.status == SlotStatus.CONNECTED for s in slots):
+            await self._ensure_running(job)
 
     async def _ensure_running(self, job: JobPublic) -> None:
         """RUNNING, every client connected. Consumers run in parallel, so a round or the

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.faults import (
     CLIENT_ROOT_MARK,
-    FAULT_TIMING,
+    FAST,
     RoundHold,
     announcements,
     assert_every_round_once,
@@ -101,7 +101,7 @@ def test_without_a_spare_the_job_fails_naming_the_lost_worker(
     assert wait_until(lambda: platform.job(job_id)["error"], timeout_s=10)
     job = platform.job(job_id)
     site_name = slot_view(job, slot)["site_name"]
-    grace = FAULT_TIMING["below_min_clients_grace_s"]
+    grace = FAST.below_min_clients_grace_s
     assert job["error"]["message"] == (
         f"lost worker {slot} ({site_name} on {agent_id}) for more than {grace:.0f} s "
         "(1 of min_clients 2 workers left)"

@@ -1,9 +1,9 @@
 """Faults on a real local stack, for tests/faults and bench/failover.py.
 
-A fault stack runs with short liveness timings (agents beat every 0.5 s, a worker is lost after
-5 s of silence, the grace below min_clients is 8 s) and identical declared CPU slots, so
-placement is the same on every run: slot 0 and the FL server on `local-0`, slot 1 on the next
-agent. Its jobs are the tiny job, held at a chosen round for as long as a test likes
+A fault stack runs with short liveness timings (`FAST`: agents beat every 0.5 s, a worker is
+lost after 5 s of silence, the grace below min_clients is 8 s) and identical declared CPU slots,
+so placement is the same on every run: slot 0 and the FL server on `local-0`, slot 1 on the
+next agent. Its jobs are the tiny job, held at a chosen round for as long as a test likes
 (`RoundHold`), so a fault always lands mid-job however busy the machine is. Parts are killed
 with SIGKILL (what a host crash does) and restarted with `LocalStack.restart_part`; a
 worker-agent can also live alone in a network namespace, joined to the host by a veth pair, and
@@ -12,6 +12,7 @@ be cut off by taking its link down.
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import math
@@ -33,6 +34,7 @@ from pydantic import BaseModel
 
 from rondo.contracts.events import JobProgress, JobSnapshot, JobStateChanged
 from rondo.contracts.states import JobState
+from rondo.contracts.training import Timing
 from rondo.stack.health import probe_stack
 from rondo.stack.local import LocalStack
 from rondo.stack.processes import spawn, wait_until
@@ -42,21 +44,38 @@ from support.platform import Platform
 from support.tiny_job import tiny_job_files
 
 CPU_SLOT = {"index": 0, "kind": "cpu", "model": "cpu", "total_memory_mb": 4096}
-# Every service a fault stack starts (or restarts) inherits these from the test process.
-FAULT_ENV = {
-    "RONDO_AGENT_HEARTBEAT_INTERVAL_S": "0.5",
-    "RONDO_SCHEDULER_WORKER_LOST_AFTER_S": "5",
-    "RONDO_AGENT_INVENTORY": json.dumps([{**CPU_SLOT, "free_memory_mb": 4096}]),
-}
-# Per job: NVFlare clients beat every 2 s, so 5 s tolerates one late beat on a busy machine.
-FAULT_TIMING = {
-    "heartbeat_interval_s": 0.5,
-    "worker_lost_after_s": 5.0,
-    "below_min_clients_grace_s": 8.0,
-}
 SERVER_MARK = "nvflare.private.fed.app.server"
 CLIENT_MARK = "nvflare.private.fed.app.client"
 CLIENT_ROOT_MARK = "nvflare.private.fed.app.client.client_train"
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How fast a fault stack notices silence: the agents' heartbeat interval, and each job's
+    `Timing` (the same interval, when a worker is lost, the grace below min_clients)."""
+
+    heartbeat_interval_s: float
+    worker_lost_after_s: float
+    below_min_clients_grace_s: float
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every service of the stack inherits from the test process (the same declared
+        CPU slot on every agent, so placement is the same on every run)."""
+        return {
+            "RONDO_AGENT_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+            "RONDO_SCHEDULER_WORKER_LOST_AFTER_S": str(self.worker_lost_after_s),
+            "RONDO_AGENT_INVENTORY": json.dumps([{**CPU_SLOT, "free_memory_mb": 4096}]),
+        }
+
+    @property
+    def timing(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+# The fault tests' timings. NVFlare clients beat every 2 s: 5 s tolerates one late beat.
+FAST = Liveness(heartbeat_interval_s=0.5, worker_lost_after_s=5.0, below_min_clients_grace_s=8.0)
+PRODUCT = Liveness(**Timing().model_dump())  # the product's defaults
 
 
 @contextlib.contextmanager
@@ -75,10 +94,12 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fault_stack(data_dir: Path, workers: int, host: str = "127.0.0.1") -> Iterator[Platform]:
+def fault_stack(
+    data_dir: Path, workers: int, host: str = "127.0.0.1", liveness: Liveness = FAST
+) -> Iterator[Platform]:
     """`rondo up` with the fault settings for the block, then `rondo down`, which must leave
     no process behind (NVFlare orphans of killed agents included)."""
-    with environment(FAULT_ENV):
+    with environment(liveness.env):
         stack = LocalStack(data_dir, host=host)
         platform = Platform(stack=stack, state=stack.up(workers=workers).state)
         try:
@@ -120,8 +141,9 @@ def submit_tiny_job(
     rounds: int,
     hold: RoundHold,
     worker_ids: list[str] | None = None,
+    liveness: Liveness = FAST,
 ) -> str:
-    """Upload and submit the tiny two-shard job with the fault timings, held by `hold`
+    """Upload and submit the tiny two-shard job with the liveness timings, held by `hold`
     (pinned to `worker_ids` if given); its id."""
     platform.upload_job(name, tiny_job_files(shards=2))
     response = platform.api.post(
@@ -130,7 +152,7 @@ def submit_tiny_job(
             "name": name,
             "config": {"num_rounds": rounds, "extra": hold.extra},
             "gpu": {"worker_ids": worker_ids or []},
-            "timing": FAULT_TIMING,
+            "timing": liveness.timing,
         },
     )
     assert response.status_code == 201, response.text

@@ -33,6 +33,7 @@ def client_spec(tmp_path: Path, device: str, requirements_sha256: str | None) ->
     (kit / "startup").mkdir(parents=True)
     (kit / "local").mkdir()
     (kit / "startup" / "sub_start.sh").write_text("#!/bin/sh\n" + START_LINE)
+    (kit / "startup" / "fed_client.json").write_text('{"client": {}}')
     (kit / "local" / "resources.json.default").write_text("{}")
     (tmp_path / "data").mkdir()
     requirements = tmp_path / "job_files" / "requirements" / "requirements.txt"

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from rondo.contracts.api import JobMetrics, JobPublic, JobStreamEvent, RoundPublic
-from rondo.errors import ConnectionFailed
+from rondo.errors import ApiError, ConnectionFailed
 from rondo.transfers import TransferListener
 
 if TYPE_CHECKING:
     from rondo.client import Client
+
+# How long to wait for a checkpoint that a just-finished round has not written yet.
+OUTPUTS_SETTLE_S = 30.0
 
 RECONNECT_DELAY_S = 1.0
 GLOBAL_MODEL = "global_model.pt"
@@ -129,4 +132,13 @@ class Job:
         name = model_file_name(round)
         key = f"{self.view.files_prefix.rstrip('/')}/model_out/{name}"
         target = target or Path.cwd() / name
-        return self._client.files.download(key, target, listener)
+        # The artifacts service writes a round's checkpoint moments after the round (and so
+        # the job) completes: right after FINISHED, give it a little time to appear.
+        deadline = time.monotonic() + OUTPUTS_SETTLE_S
+        while True:
+            try:
+                return self._client.files.download(key, target, listener)
+            except ApiError as error:
+                if error.status_code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)

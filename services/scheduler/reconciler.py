@@ -94,7 +94,8 @@ class Reconciler:
                     report = FailureReport(message, FailureCause.OTHER, NO_PLACEMENT_HINT)
                     await self._machine.fail(job.job_id, report)
             elif run is not None and self._start_overdue(job, run, now):
-                which = "the replacement run" if job.state == JobState.RUNNING else "the run"
+                replacing = job.state == JobState.RUNNING and run.created_at >= job.state_since
+                which = "the replacement run" if replacing else "the run"
                 message = (
                     f"{which} did not start within {settings.server_start_s:.0f} s; "
                     f"still waiting for {self._not_ready(run)}"
@@ -112,9 +113,9 @@ class Reconciler:
     def _start_overdue(self, job: JobPublic, run: RunPublic, now: datetime) -> bool:
         """The job's first run, or a replacement run (one created after the job became
         RUNNING), has not started within the server start limit."""
-        starting = job.state == JobState.PENDING or (
-            run.started_at is None and run.created_at >= job.state_since
-        )
+        # A job turns RUNNING once every process is connected, before NVFlare reports the
+        # run started: until then the start limit still applies.
+        starting = job.state == JobState.PENDING or run.started_at is None
         return starting and _elapsed(run.created_at, now) > self._settings.server_start_s
 
     def _not_ready(self, run: RunPublic) -> str:

@@ -155,6 +155,29 @@ async def test_client_error_fails_the_job_with_its_text(
     assert len(published.of(JobFailed)) == 1
 
 
+async def test_running_once_the_server_and_every_worker_are_connected(
+    scheduler: Scheduler, reconciler: Reconciler, published: Published, store: JobStore
+) -> None:
+    dispatches = await dispatched(scheduler, reconciler, published)
+    server_dispatch = next(d for d in dispatches if d.server)
+    for dispatch in dispatches:
+        for client in dispatch.clients:
+            await scheduler.on_process(process(dispatch, client.slot, ProcessPhase.READY))
+    assert job_state(store) == JobState.PENDING  # the FL server is not up yet
+
+    server_ready = process(server_dispatch, 0, ProcessPhase.READY).model_copy(
+        update={"role": "server", "site_name": "server", "slot": None}
+    )
+    await scheduler.on_process(server_ready)
+
+    # RUNNING without waiting for NVFlare to start its job processes (RunStarted).
+    assert job_state(store) == JobState.RUNNING
+    assert [c.snapshot.state for c in published.of(JobStateChanged)] == [
+        JobState.PENDING,
+        JobState.RUNNING,
+    ]
+
+
 async def test_server_start_limit_names_what_is_missing(
     scheduler: Scheduler, reconciler: Reconciler, published: Published, clock: FakeClock
 ) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, computed_field
 from rondo.stack.bootstrap import ensure_buckets, ensure_default_user
 from rondo.stack.errors import StackError
 from rondo.stack.health import NATS_PART, S3_PART, SERVER_PARTS, Probe, probe_stack
-from rondo.stack.ports import port_is_free
+from rondo.stack.ports import free_ports, port_is_free
 from rondo.stack.processes import (
     kill_trees,
     processes_marked,
@@ -157,7 +157,15 @@ class LocalStack:
         write_s3_config(state.s3_config_path, [state.s3_admin])
         if state.external_nats is None:
             self._start_server(state, NATS_PART, self._nats_server(state), deadline)
-        self._start_server(state, S3_PART, self._seaweed(state), deadline)
+        try:
+            self._start_server(state, S3_PART, self._seaweed(state), deadline)
+        except StackError:
+            # A port found free a moment ago can be taken before SeaweedFS binds it (it also
+            # binds each port + 10000): once more, on fresh ports.
+            self.progress("SeaweedFS could not start: retrying on fresh ports")
+            fresh = free_ports(len(SeaweedS3.PORT_NAMES), state.host, with_grpc_twin=True)
+            state.ports.seaweed = dict(zip(SeaweedS3.PORT_NAMES, fresh, strict=True))
+            self._start_server(state, S3_PART, self._seaweed(state), deadline)
         ensure_buckets(state, timeout_s=max(1.0, deadline - time.monotonic()))
         self.progress("buckets ready")
 

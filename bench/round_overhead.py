@@ -218,7 +218,7 @@ def print_start(cold: RondoJob, warm: RondoJob, bare_start_s: float) -> None:
     for label, job in (("cold requirements cache (builds the env)", cold), ("warm", warm)):
         print(f"  {label:<40}{job.submit_to_running_s:>8.2f}s{job.submit_to_connected_s:>14.2f}s")
     print(
-        "  (RUNNING: the scheduler's state, set when the NVFlare job has started (START_RUN); "
+        "  (RUNNING: the scheduler's state, set once the FL server and every client are ready; "
         "all connected: FL server up and every client registered)"
     )
     print(

@@ -7,7 +7,7 @@ agents get presigned GET URLs (1 hour) for their kits, the job's files (`scripts
 `configs/`, `requirements/`, `model/`) and each client's shard. Nothing here touches the store
 or the bus: the caller commits the `RunPlan` and its events together.
 
-Calls are blocking (S3, `nvflare provision`): run them in a worker thread.
+Calls are blocking (S3, NVFlare provisioning): run them in a worker thread.
 """
 
 import logging
@@ -52,7 +52,7 @@ class Provisioner(Protocol):
 
 
 class NvflareProvisioner:
-    """`nvflare provision` through `rondo.scheduler.provisioning`."""
+    """NVFlare provisioning through `rondo.scheduler.provisioning`."""
 
     def provision(self, request: ProvisionRequest, parent_dir: Path) -> ProvisionedKits:
         return provisioning.provision(request, parent_dir)

@@ -33,7 +33,7 @@ POLL_INTERVAL_S = 0.2
 # clients start together, so the first attempts often come too early: the admin session waits
 # until the server's port accepts connections, and clients retry registration sooner.
 LISTENER_PROBE_INTERVAL_S = 0.05
-CLIENT_REGISTER_RETRY_S = 0.5
+CLIENT_REGISTER_RETRY_S = 0.2
 MIN_HEARTBEAT_INTERVAL_S = 2.0
 # Components of ours named in apps; kept allowed even for jobs without custom code.
 PLATFORM_COMPONENT_PREFIX = "rondo."

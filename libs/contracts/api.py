@@ -5,7 +5,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from rondo.contracts.events import FailureCause, Slot, WorkerContribution
+from rondo.contracts.events import JobError, Slot, WorkerContribution
 from rondo.contracts.job_checks import Problem
 from rondo.contracts.states import JobState, WorkerPanel, WorkerSlotView
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
@@ -40,12 +40,6 @@ class JobCreate(BaseModel):
 class StateTransition(BaseModel):
     state: JobState
     at: datetime
-
-
-class JobError(BaseModel):
-    message: str
-    cause: FailureCause
-    hint: str
 
 
 class JobPublic(BaseModel):

@@ -76,6 +76,25 @@ class JobCancelRequested(JobEvent):
 # --- Scheduler -> everyone -------------------------------------------------------------------
 
 
+class FailureCause(StrEnum):
+    WORKER_TIMEOUT = "worker_timeout"
+    OOM = "oom"
+    MISSING_FILE = "missing_file"
+    NCCL_ERROR = "nccl_error"
+    NAME_NOT_DEFINED = "name_not_defined"
+    MANIFEST_MISSING = "manifest_missing"
+    VALIDATION = "validation"
+    OTHER = "other"
+
+
+class JobError(BaseModel):
+    """Why a job failed, as the user sees it: what happened, its class, what to do."""
+
+    message: str
+    cause: FailureCause
+    hint: str
+
+
 class JobSnapshot(BaseModel):
     """What the scheduler knows of a job at one moment; the gateway's read model stores it."""
 
@@ -86,6 +105,9 @@ class JobSnapshot(BaseModel):
     workers: WorkerPanel = Field(default_factory=WorkerPanel)
     slots: list[WorkerSlotView] = Field(default_factory=list)
     run_id: str | None = None
+    error: JobError | None = Field(
+        default=None, description="Set once FAILED, so the failure arrives with the state"
+    )
 
 
 class JobStateChanged(JobEvent):
@@ -103,17 +125,6 @@ class JobProgress(JobEvent):
     SUBJECT: ClassVar[str] = "rondo.job.progress"
 
     snapshot: JobSnapshot
-
-
-class FailureCause(StrEnum):
-    WORKER_TIMEOUT = "worker_timeout"
-    OOM = "oom"
-    MISSING_FILE = "missing_file"
-    NCCL_ERROR = "nccl_error"
-    NAME_NOT_DEFINED = "name_not_defined"
-    MANIFEST_MISSING = "manifest_missing"
-    VALIDATION = "validation"
-    OTHER = "other"
 
 
 class JobFailed(JobEvent):

@@ -73,6 +73,8 @@ def _apply_snapshot(job: Job, event: JobStateChanged | JobProgress) -> bool:
     job.workers = snapshot.workers.model_dump(mode="json")
     job.slots = [slot.model_dump(mode="json") for slot in snapshot.slots]
     job.run_id = snapshot.run_id
+    if snapshot.error is not None:
+        job.error = snapshot.error.model_dump(mode="json")
     job.snapshot_at = occurred_at
     job.snapshot_event_id = event.event_id
     job.updated_at = max(job.updated_at, occurred_at)

@@ -16,6 +16,7 @@ from rondo.contracts.events import (
     Event,
     FailureCause,
     JobDispatched,
+    JobError,
     JobFailed,
     JobFinished,
     JobProgress,
@@ -130,6 +131,11 @@ class JobStateMachine:
             workers=panel_of(slots),
             slots=views,
             run_id=job.run_id,
+            error=(
+                JobError(message=job.message, cause=job.cause, hint=job.hint)
+                if job.cause is not None
+                else None
+            ),
         )
 
     # --- Changing ----------------------------------------------------------------------------

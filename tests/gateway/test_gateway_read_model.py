@@ -20,6 +20,7 @@ from gateway_helpers import (
 from rondo.contracts.bus import publish
 from rondo.contracts.events import (
     FailureCause,
+    JobError,
     JobFailed,
     JobProgress,
     JobSnapshot,
@@ -166,6 +167,31 @@ async def test_failure_is_stored_and_a_finished_job_cannot_be_cancelled(
     assert_error(
         await client.post(f"/api/jobs/{job_id}/cancel", headers=auth(user)), 409, "job_not_active"
     )
+
+
+async def test_failed_state_arrives_with_its_error(
+    client: httpx.AsyncClient, make_user: MakeUser, s3: S3Client, publisher: NatsBroker
+) -> None:
+    """The snapshot of a FAILED transition carries the error: no moment shows FAILED without
+    it, even before (or without) the separate `job.failed` event."""
+    user = make_user()
+    job_id = await _submit(client, user, s3)
+    error = JobError(message="shard missing", cause=FailureCause.MISSING_FILE, hint="re-upload")
+    await publish(
+        publisher,
+        JobStateChanged(
+            job_id=job_id,
+            previous_state=JobState.PENDING,
+            snapshot=JobSnapshot(state=JobState.FAILED, num_rounds=2, error=error),
+        ),
+    )
+
+    async def failed() -> dict[str, object] | None:
+        body = (await client.get(f"/api/jobs/{job_id}", headers=auth(user))).json()
+        return body if body["state"] == "FAILED" else None
+
+    job = await eventually(failed)
+    assert job["error"] == error.model_dump(mode="json")
 
 
 async def test_sse_sends_a_snapshot_then_live_changes(

@@ -93,6 +93,13 @@ async def test_failure_is_announced_with_cause_and_hint(
     assert failed.message == "NameError: name 'torch' is not defined"
     assert failed.cause == FailureCause.NAME_NOT_DEFINED
     assert failed.hint == "put every import in model_def.py"
+    # The failure rides on the state change too: watchers never see FAILED without its cause.
+    failed_state = published.of(JobStateChanged)[-1].snapshot
+    assert failed_state.state == JobState.FAILED and failed_state.error is not None
+    assert (failed_state.error.message, failed_state.error.cause) == (
+        failed.message,
+        FailureCause.NAME_NOT_DEFINED,
+    )
     job = store.get_job("job-1")
     assert job is not None and (job.state, job.message) == (JobState.FAILED, failed.message)
     assert not await machine.progress("job-1", reason="late")  # terminal jobs do not change

@@ -38,6 +38,12 @@ class Timing(BaseModel):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     worker_lost_after_s: float = Field(default=10.0, gt=0)
     below_min_clients_grace_s: float = Field(default=120.0, ge=0)
+    import_limit_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest import of model_def.py in an NVFlare process; longer fails the "
+        "job as a worker timeout",
+    )
 
     @model_validator(mode="after")
     def _lost_after_exceeds_interval(self) -> "Timing":

@@ -105,6 +105,7 @@ def generated_server_config(
                     "model_class": config.model_class,
                     "model_args": config.model_args,
                     "initial_checkpoint": str(initial_checkpoint) if initial_checkpoint else None,
+                    "import_limit_s": assignment.timing.import_limit_s,
                 },
             },
             {
@@ -173,6 +174,7 @@ def generated_client_config(assignment: ServerAssignment, job_id: str) -> dict[s
                         "extra": config.extra,
                         "model_class": config.model_class,
                         "model_args": config.model_args,
+                        "import_limit_s": assignment.timing.import_limit_s,
                     },
                 },
             }

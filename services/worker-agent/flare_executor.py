@@ -64,6 +64,7 @@ class RondoExecutor(Executor):
         model_args: dict[str, Any] | None = None,
         train_task: str = "train",
         validate_task: str = "validate",
+        import_limit_s: float | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
@@ -78,6 +79,7 @@ class RondoExecutor(Executor):
         self.model_args = model_args or {}
         self.train_task = train_task
         self.validate_task = validate_task
+        self.import_limit_s = import_limit_s
         self._model_def: ModuleType | None = None
 
     def execute(
@@ -116,7 +118,7 @@ class RondoExecutor(Executor):
                 result = getattr(model_def, TRAIN_FN)(payload, str(out_dir), logger)
                 weights, samples, metrics = _training_result(result, default_weights=None)
             elif hasattr(model_def, HOSTED_TRAIN_FN):
-                model = build_model(self.model_class, self.model_args)
+                model = build_model(self.model_class, self.model_args, self.import_limit_s)
                 if global_weights:
                     model.load_state_dict(global_weights)
                 hosted_env = {**env, "data_root": _data_root()}
@@ -161,7 +163,7 @@ class RondoExecutor(Executor):
     def _load_model_def(self) -> ModuleType:
         if self._model_def is None:
             limit_torch_threads()
-            self._model_def = import_model_def()
+            self._model_def = import_model_def(self.import_limit_s)
         return self._model_def
 
     def _payload_env(self, fl_ctx: FLContext, current_round: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ ScatterAndGather, its aggregators and shareable generators handle); users see to
 import importlib
 import inspect
 import os
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -21,9 +22,35 @@ ERROR_HEADER = "rondo_error"
 _NUMPY_UNSUPPORTED = (torch.bfloat16,)
 
 
-def import_model_def() -> ModuleType:
-    """Import the job's `model_def` (NVFlare puts the app's custom/ folder on sys.path)."""
-    return importlib.import_module(MODEL_DEF_MODULE)
+def import_model_def(limit_s: float | None = None) -> ModuleType:
+    """Import the job's `model_def` (NVFlare puts the app's custom/ folder on sys.path).
+
+    With `limit_s`, an import still running after that many seconds raises TimeoutError: a
+    module that waits on the network or for input at import would otherwise hang the round
+    until the job's progress limit. The import goes on in a daemon thread that dies with the
+    process; a later call waits (and fails) the same way.
+    """
+    if limit_s is None:
+        return importlib.import_module(MODEL_DEF_MODULE)
+    outcome: list[ModuleType | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(importlib.import_module(MODEL_DEF_MODULE))
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome.append(error)
+
+    importer = threading.Thread(target=run, name="import-model_def", daemon=True)
+    importer.start()
+    importer.join(limit_s)
+    if not outcome:
+        raise TimeoutError(
+            f"importing model_def.py took longer than {limit_s:g} s (timing.import_limit_s): "
+            "look for network calls, input() or long work at module level"
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def find_model_class(module: ModuleType, class_name: str | None) -> type[torch.nn.Module]:
@@ -49,9 +76,11 @@ def find_model_class(module: ModuleType, class_name: str | None) -> type[torch.n
     return candidates[0]
 
 
-def build_model(class_name: str | None, model_args: dict[str, Any]) -> torch.nn.Module:
+def build_model(
+    class_name: str | None, model_args: dict[str, Any], import_limit_s: float | None = None
+) -> torch.nn.Module:
     """Build the user's model as the training config describes it."""
-    return find_model_class(import_model_def(), class_name)(**model_args)
+    return find_model_class(import_model_def(import_limit_s), class_name)(**model_args)
 
 
 def to_numpy(state_dict: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -33,11 +33,13 @@ class RondoPersistor(ModelPersistor):
         model_class: str | None = None,
         model_args: dict | None = None,
         initial_checkpoint: str | None = None,
+        import_limit_s: float | None = None,
     ) -> None:
         super().__init__()
         self.model_class = model_class
         self.model_args = model_args or {}
         self.initial_checkpoint = initial_checkpoint
+        self.import_limit_s = import_limit_s
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         limit_torch_threads()
@@ -45,7 +47,9 @@ class RondoPersistor(ModelPersistor):
             self.log_info(fl_ctx, f"starting from checkpoint {self.initial_checkpoint}")
             state_dict = load_state_dict_file(self.initial_checkpoint)
         else:
-            state_dict = build_model(self.model_class, self.model_args).state_dict()
+            state_dict = build_model(
+                self.model_class, self.model_args, self.import_limit_s
+            ).state_dict()
         return make_model_learnable(to_numpy(state_dict), {})
 
     def save_model(self, model: ModelLearnable, fl_ctx: FLContext) -> None:

@@ -91,8 +91,13 @@ class Platform:
 
     # --- the API ------------------------------------------------------------------------
 
-    def submit(self, name: str, **config: Any) -> httpx.Response:
-        return self.api.post("/api/jobs", json={"name": name, "config": config})
+    def submit(
+        self, name: str, timing: dict[str, float] | None = None, **config: Any
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"name": name, "config": config}
+        if timing is not None:
+            body["timing"] = timing
+        return self.api.post("/api/jobs", json=body)
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.api.get(f"/api/jobs/{job_id}")

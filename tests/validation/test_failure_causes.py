@@ -23,9 +23,11 @@ HINTS = {
 }
 
 
-def job_files(train_body: bytes = b"", requirements: bytes = b"") -> dict[str, bytes]:
+def job_files(
+    train_body: bytes = b"", requirements: bytes = b"", module_tail: bytes = b""
+) -> dict[str, bytes]:
     return {
-        "scripts/model_def.py": model_def(train_body),
+        "scripts/model_def.py": model_def(train_body) + module_tail,
         "requirements/requirements.txt": requirements,
         "shards/shard_0.zip": shard("a", "b"),
     }
@@ -46,12 +48,13 @@ def run_until_failed(
     name: str,
     files: dict[str, bytes],
     after_submit: Callable[[], None] = lambda: None,
+    timing: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Upload, submit (accepted), run `after_submit`, wait for FAILED; returns the job's error.
     The user's files are then as they were after `after_submit`, and no NVFlare process is
     left."""
     platform.upload_job(name, files)
-    response = platform.submit(name, num_rounds=1)
+    response = platform.submit(name, timing=timing, num_rounds=1)
     assert response.status_code == 201, response.text
     after_submit()
     uploaded = user_files(platform, name)
@@ -111,6 +114,17 @@ def test_a_requirements_install_that_hangs_is_a_worker_timeout(
 
     limit = f"took longer than {REQUIREMENTS_TIMEOUT_S} s"
     assert_cause(error, FailureCause.WORKER_TIMEOUT, "installing requirements.txt", limit)
+
+
+@pytest.mark.timeout(180)
+def test_a_model_def_import_that_hangs_is_a_worker_timeout(platform: Platform) -> None:
+    hang = b"\nimport time\n\ntime.sleep(3600)  # waits for something that never comes\n"
+
+    error = run_until_failed(
+        platform, "fail-import", job_files(module_tail=hang), timing={"import_limit_s": 3}
+    )
+
+    assert_cause(error, FailureCause.WORKER_TIMEOUT, "importing model_def.py took longer than 3 s")
 
 
 @pytest.mark.timeout(180)

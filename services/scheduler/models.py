@@ -153,6 +153,9 @@ class RunBase(SchedulerModel):
     admin_name: str
     start_round: int = 0
     kits_prefix: str = Field(description="Platform bucket prefix of the run's startup kits")
+    server_generation: int = Field(
+        default=0, description="How many times the job's FL server was replaced before this run"
+    )
 
 
 class RunCreate(RunBase):
@@ -167,6 +170,7 @@ class Run(RunBase, table=True):
     started_at: datetime | None = _when(nullable=True)
     ended_at: datetime | None = _when(nullable=True, index=True)
     nvflare_job_id: str | None = None
+    server_exited_at: datetime | None = _when(nullable=True)
 
 
 class RunPublic(RunBase):
@@ -175,6 +179,9 @@ class RunPublic(RunBase):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     nvflare_job_id: str | None = None
+    server_exited_at: datetime | None = Field(
+        default=None, description="When the FL server process exited unasked (a crash)"
+    )
 
     @property
     def active(self) -> bool:
@@ -185,6 +192,7 @@ class RunUpdate(SchedulerModel):
     server_ready_at: datetime | None = None
     started_at: datetime | None = None
     nvflare_job_id: str | None = None
+    server_exited_at: datetime | None = None
 
 
 class RunSlotBase(SchedulerModel):

@@ -148,7 +148,9 @@ class Reconciler:
             if job.state != JobState.RUNNING:
                 continue  # a run that has not started is bounded by the server start limit
 
-            server_lost = self._gone(run, run.server_agent_id, SERVER_SITE_NAME, lost_after_s)
+            server_lost = run.server_exited_at is not None or self._gone(
+                run, run.server_agent_id, SERVER_SITE_NAME, lost_after_s
+            )
             lost = [slot for slot in slots if slot.status in LOST_STATES]
             if not lost and not server_lost:
                 self._machine.mark_below_min(job.job_id, None)

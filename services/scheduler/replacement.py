@@ -7,7 +7,8 @@ rejoins, and the job hangs), so the scheduler starts the job's next run:
 
 1. `plan` (under the scheduler's lock): kept slots stay where they are; a lost slot goes back
    to its own device when that agent is still trusted and the device is free, else to a free
-   slot elsewhere; the FL server stays unless its agent was lost. Lost slots get the next
+   slot elsewhere; the FL server stays unless it was lost (its agent, or its process
+   crashed: then it may land on the same agent). Lost slots get the next
    generation, hence new site names.
 2. `carry_out` (outside the lock: it waits for S3 and provisioning): the resume point is the
    last completed round's checkpoint in the user's bucket, or an earlier one
@@ -16,7 +17,8 @@ rejoins, and the job hangs), so the scheduler starts the job's next run:
    one becomes the job's current run (a dispatch to each of its agents). The job keeps its id,
    stays RUNNING with the reason "replacing worker n", and resumes at the next round.
 
-A slot replaced `max_replacements_per_slot` times that is lost again fails the job.
+A slot, or the FL server, replaced `max_replacements_per_slot` times that is lost again fails
+the job.
 """
 
 import asyncio
@@ -66,6 +68,7 @@ class Replacement:
     run: RunPublic
     placement: Placement
     generations: dict[int, int]  # slot -> generation; lost slots get the next one
+    server_generation: int  # the run's; one more than before when the FL server was lost
     reason: str
 
 
@@ -117,6 +120,10 @@ class Replacer:
         worn = [slot for slot in lost if slot.generation >= limit]
         if worn:
             return Exhausted(self._exhausted(worn, limit))
+        if server_lost and run.server_generation >= limit:
+            message = f"lost the FL server on {run.server_agent_id} again after {limit} "
+            message += f"replacement{'' if limit == 1 else 's'}"
+            return Exhausted(FailureReport(message, FailureCause.WORKER_TIMEOUT, LOST_WORKER_HINT))
 
         lost_after_s = job.submitted.timing.worker_lost_after_s
         trusted = [
@@ -138,7 +145,14 @@ class Replacer:
             slot.slot: slot.generation + 1 if slot.slot in lost_slots else slot.generation
             for slot in slots
         }
-        return Replacement(job, run, decision, generations, replacing_reason(lost, server_lost))
+        return Replacement(
+            job,
+            run,
+            decision,
+            generations,
+            run.server_generation + 1 if server_lost else run.server_generation,
+            replacing_reason(lost, server_lost),
+        )
 
     async def carry_out(self, replacement: Replacement) -> None:
         """Find the resume point, create the run, then (under the lock) swap it in; a run
@@ -160,7 +174,7 @@ class Replacer:
             run = await self._machine.replace_run(
                 job.job_id,
                 replacement.run,
-                created.run,
+                created.run.model_copy(update={"server_generation": replacement.server_generation}),
                 created.slots,
                 created.dispatches,
                 reason=replacement.reason,

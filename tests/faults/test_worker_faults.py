@@ -1,9 +1,10 @@
-"""Lost workers: a killed NVFlare client is restarted by its own agent, a worker host killed
+"""Lost workers: a killed NVFlare client is restarted by its own agent, a killed FL server gets a
+new run that resumes after the last completed round, a worker host killed
 mid-round is replaced from a spare agent (each job keeps its id and finishes every round
 exactly once), and with no spare the job fails after the grace period, naming the worker.
 
-The tests share one stack of three agents and run in order: the second kills a host for good,
-the third pins its job to the two agents left."""
+The tests share one stack of three agents and run in order: the third kills a host for good,
+the fourth pins its job to the two agents left."""
 
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from support.faults import (
     CLIENT_ROOT_MARK,
     FAST,
+    SERVER_ROOT_MARK,
     RoundHold,
     announcements,
     assert_every_round_once,
@@ -58,6 +60,38 @@ def test_killed_client_process_is_restarted_by_its_agent(
     assert job["state"] == JobState.FINISHED, job
     assert [t["state"] for t in job["transitions"]] == ["PENDING", "RUNNING", "FINISHED"]
     assert_every_round_once(platform, "client-killed", rounds=3)
+    assert not platform.wait_no_nvflare_processes(), "NVFlare processes outlived the job"
+
+
+@pytest.mark.timeout(180)
+def test_killed_fl_server_gets_a_new_run_that_resumes(platform: Platform, tmp_path: Path) -> None:
+    hold = RoundHold.at(tmp_path, from_round=1)
+    job_id = submit_tiny_job(platform, "server-killed", rounds=3, hold=hold)
+    held(platform, job_id, hold)
+    servers = [
+        process
+        for process in platform.nvflare_processes()
+        if any(SERVER_ROOT_MARK in part for part in process.cmdline())
+    ]
+    assert len(servers) == 1, servers
+    with announcements(platform.state.nats_url, job_id) as announced:
+        kill9(servers)
+        assert wait_until(
+            lambda: any(s["reason"] == "replacing the FL server" for _, s in announced),
+            timeout_s=60,
+        ), "the crashed FL server was not replaced"
+        watch(
+            platform,
+            job_id,
+            lambda j: j["reason"] == "" and j["workers"]["connected"] == 2,
+            "the new run to start",
+        )
+    hold.release()
+    job = platform.wait_for_state(job_id, timeout_s=150)
+    assert job["state"] == JobState.FINISHED, job
+    assert [t["state"] for t in job["transitions"]] == ["PENDING", "RUNNING", "FINISHED"]
+    assert [slot_view(job, n)["site_name"] for n in (0, 1)] == ["site-0-0", "site-1-0"]
+    assert_every_round_once(platform, "server-killed", rounds=3)
     assert not platform.wait_no_nvflare_processes(), "NVFlare processes outlived the job"
 
 

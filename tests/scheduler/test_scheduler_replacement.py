@@ -199,6 +199,44 @@ async def test_lost_server_agent_is_re_placed_with_its_client(
     assert first != job.run_id
 
 
+def server_crashed(dispatch: JobDispatched) -> RunProcessChanged:
+    return RunProcessChanged(
+        job_id=dispatch.job_id,
+        run_id=dispatch.run_id,
+        agent_id=dispatch.agent_id,
+        role="server",
+        site_name="server",
+        phase=ProcessPhase.EXITED,
+        exit_code=-9,
+        error="server process exited with code -9; last log lines:\nround 1",
+    )
+
+
+async def test_crashed_server_process_gets_a_new_run_until_it_crashes_too_often(
+    scheduler: Scheduler, reconciler: Reconciler, published: Published, store: JobStore
+) -> None:
+    scheduler.settings.max_replacements_per_slot = 1
+    first = await running_job(scheduler, reconciler, published)
+    await scheduler.on_process(server_crashed(dispatches_of(published, first)["agent-a"]))
+    assert published.of(JobFailed) == []
+    await reconciler.tick()
+
+    job = current_job(store)
+    assert (job.state, job.reason) == (JobState.RUNNING, "replacing the FL server")
+    run = dispatches_of(published, job.run_id)
+    [server] = [d.server for d in run.values() if d.server is not None]
+    assert server.start_round == 2, "resumes after the last completed round"
+    assert server.site_names == ["site-0-0", "site-1-0"], "the workers stay as they were"
+    stored = store.get_run(job.run_id)
+    assert stored is not None and stored.server_generation == 1
+
+    [server_agent] = [agent for agent, d in run.items() if d.server is not None]
+    await scheduler.on_process(server_crashed(run[server_agent]))
+    [failed] = published.of(JobFailed)
+    assert failed.message.startswith("the FL server exited again after 1 replacement: server")
+    assert current_job(store).state == JobState.FAILED
+
+
 async def test_agent_restarted_without_its_client_is_replaced_on_it(
     scheduler: Scheduler,
     reconciler: Reconciler,

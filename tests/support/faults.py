@@ -47,6 +47,7 @@ CPU_SLOT = {"index": 0, "kind": "cpu", "model": "cpu", "total_memory_mb": 4096}
 SERVER_MARK = "nvflare.private.fed.app.server"
 CLIENT_MARK = "nvflare.private.fed.app.client"
 CLIENT_ROOT_MARK = "nvflare.private.fed.app.client.client_train"
+SERVER_ROOT_MARK = "nvflare.private.fed.app.server.server_train"
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ class Liveness:
 
 # The fault tests' timings. NVFlare clients beat every 2 s: 5 s tolerates one late beat.
 FAST = Liveness(heartbeat_interval_s=0.5, worker_lost_after_s=5.0, below_min_clients_grace_s=8.0)
-PRODUCT = Liveness(**Timing().model_dump())  # the product's defaults
+PRODUCT = Liveness(  # the product's defaults
+    **Timing().model_dump(include={field.name for field in dataclasses.fields(Liveness)})
+)
 
 
 @contextlib.contextmanager

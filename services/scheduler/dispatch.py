@@ -97,6 +97,63 @@ class RunPlan:
     slots: list[RunSlotCreate]
     dispatches: list[JobDispatched]
 
+    @classmethod
+    def build(
+        cls,
+        job: JobSubmitted,
+        placement: Placement,
+        run_id: str,
+        server: ServerAssignment,
+        clients: list[ClientAssignment],
+        *,
+        server_host: str,
+        generations: Mapping[int, int],
+        created_at: datetime,
+    ) -> "RunPlan":
+        """The plan of a run whose assignments are made: `clients` in `placement.clients`
+        order, the server's going to `placement.server_agent_id`."""
+        dispatches = [
+            JobDispatched(
+                job_id=job.job_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                server=server if agent_id == placement.server_agent_id else None,
+                clients=[
+                    c
+                    for c, p in zip(clients, placement.clients, strict=True)
+                    if p.agent_id == agent_id
+                ],
+                server_host=server_host,
+            )
+            for agent_id in placement.agents
+        ]
+        run = RunCreate(
+            run_id=run_id,
+            job_id=job.job_id,
+            server_agent_id=placement.server_agent_id,
+            server_host=server_host,
+            fed_learn_port=placement.fed_learn_port,
+            admin_port=placement.admin_port,
+            admin_name=server.admin_name,
+            start_round=server.start_round,
+            kits_prefix=f"kits/{job.job_id}/{run_id}/",
+            created_at=created_at,
+        )
+        slots = [
+            RunSlotCreate(
+                run_id=run_id,
+                slot=choice.slot,
+                job_id=job.job_id,
+                site_name=client.site_name,
+                generation=generations.get(choice.slot, 0),
+                agent_id=choice.agent_id,
+                device_index=choice.device_index,
+                device=choice.device,
+            )
+            for choice, client in zip(placement.clients, clients, strict=True)
+        ]
+        return cls(run=run, slots=slots, dispatches=dispatches)
+
 
 def site_name(slot: int, generation: int) -> str:
     return f"site-{slot}-{generation}"
@@ -198,47 +255,16 @@ class Dispatcher:
             )
             for choice in placement.clients
         ]
-        dispatches = [
-            JobDispatched(
-                job_id=job.job_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                server=server if agent_id == placement.server_agent_id else None,
-                clients=[
-                    c
-                    for c, p in zip(clients, placement.clients, strict=True)
-                    if p.agent_id == agent_id
-                ],
-                server_host=server_host,
-            )
-            for agent_id in placement.agents
-        ]
-        run = RunCreate(
-            run_id=run_id,
-            job_id=job.job_id,
-            server_agent_id=placement.server_agent_id,
+        return RunPlan.build(
+            job,
+            placement,
+            run_id,
+            server,
+            clients,
             server_host=server_host,
-            fed_learn_port=placement.fed_learn_port,
-            admin_port=placement.admin_port,
-            admin_name=ADMIN_NAME,
-            start_round=start_round,
-            kits_prefix=f"kits/{job.job_id}/{run_id}/",
+            generations=generations,
             created_at=self._clock(),
         )
-        slots = [
-            RunSlotCreate(
-                run_id=run_id,
-                slot=choice.slot,
-                job_id=job.job_id,
-                site_name=sites[choice.slot],
-                generation=generations.get(choice.slot, 0),
-                agent_id=choice.agent_id,
-                device_index=choice.device_index,
-                device=choice.device,
-            )
-            for choice in placement.clients
-        ]
-        return RunPlan(run=run, slots=slots, dispatches=dispatches)
 
     def resume_point(self, job: JobSubmitted, completed_rounds: int, wait_s: float) -> ResumePoint:
         """After the last of `completed_rounds` whose checkpoint is in the job's bucket."""

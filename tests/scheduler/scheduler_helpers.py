@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from rondo.contracts.events import (
     ClientAssignment,
     Event,
-    JobDispatched,
     JobSubmitted,
     ServerAssignment,
     Slot,
@@ -15,7 +14,6 @@ from rondo.contracts.events import (
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 from rondo.scheduler.checkpoints import ResumePoint, round_checkpoint_key
 from rondo.scheduler.dispatch import RunPlan, kit_key, new_run_id, site_name
-from rondo.scheduler.models import RunCreate, RunSlotCreate
 from rondo.scheduler.placement import Placement
 
 
@@ -129,51 +127,24 @@ class StubDispatcher:
             has_custom_app=False,
             config=job.config,
         )
-        dispatches = [
-            JobDispatched(
-                job_id=job.job_id,
-                agent_id=agent_id,
-                run_id=run_id,
-                server=server if agent_id == placement.server_agent_id else None,
-                clients=[
-                    ClientAssignment(
-                        slot=c.slot,
-                        site_name=sites[c.slot],
-                        kit_url=url,
-                        shard_key=job.shard_keys[c.slot],
-                        shard_url=url,
-                        job_files=[],
-                    )
-                    for c in placement.clients
-                    if c.agent_id == agent_id
-                ],
-                server_host=host,
-            )
-            for agent_id in placement.agents
-        ]
-        run = RunCreate(
-            run_id=run_id,
-            job_id=job.job_id,
-            server_agent_id=placement.server_agent_id,
-            server_host=host,
-            fed_learn_port=placement.fed_learn_port,
-            admin_port=placement.admin_port,
-            admin_name="admin@rondo.local",
-            start_round=start_round,
-            kits_prefix=f"kits/{job.job_id}/{run_id}/",
-            created_at=self.clock(),
-        )
-        slots = [
-            RunSlotCreate(
-                run_id=run_id,
+        clients = [
+            ClientAssignment(
                 slot=c.slot,
-                job_id=job.job_id,
                 site_name=sites[c.slot],
-                generation=generations.get(c.slot, 0),
-                agent_id=c.agent_id,
-                device_index=c.device_index,
-                device=c.device,
+                kit_url=url,
+                shard_key=job.shard_keys[c.slot],
+                shard_url=url,
+                job_files=[],
             )
             for c in placement.clients
         ]
-        return RunPlan(run=run, slots=slots, dispatches=dispatches)
+        return RunPlan.build(
+            job,
+            placement,
+            run_id,
+            server,
+            clients,
+            server_host=host,
+            generations=generations,
+            created_at=self.clock(),
+        )

@@ -15,6 +15,7 @@ from rondo.cli_support import (
     JsonOption,
     cli_errors,
     console,
+    errors,
     open_client,
     print_json,
     print_json_line,
@@ -233,6 +234,11 @@ def logs(
     with open_client() as client:
         chunk = client.logs(job_id, source, tail=tail)
         _print_log(chunk, as_json)
+        if chunk.total == 0 and not as_json:
+            errors.print(
+                f"no {source} log lines here; the complete log, once written, is in your "
+                f"bucket at {chunk.file_key}"
+            )
         next_line = chunk.first_line + len(chunk.lines)
         while follow_:
             ended = client.get_job(job_id).state.is_terminal

@@ -212,6 +212,10 @@ class LogLines(BaseModel):
 
 class JobLogs(LogLines):
     total: int = Field(description="Lines of this source stored so far")
+    file_key: str = Field(
+        description="The source's complete log in your bucket (files_out/<source>.log): it "
+        "stays there when the lines here are deleted, some time after the job ended"
+    )
 
 
 class WorkerPublic(BaseModel):

@@ -5,6 +5,7 @@ connects the bus (`start_broker`: connect, declare streams, start the read-model
 and stops it on shutdown. Process-wide setup (logging, the tracer provider) is `__main__`'s.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +30,8 @@ from rondo.gateway.config import SERVICE_NAME, GatewaySettings
 from rondo.gateway.dashboard import install_dashboard
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import install_error_handlers
-from rondo.gateway.job_logs import JobLogStore, register_log_consumer
+from rondo.gateway.job_logs import JobLogStore, prune_logs_forever, register_log_consumer
+from rondo.gateway.models import utc_now
 from rondo.gateway.pubsub import JobEventHub
 from rondo.gateway.rate_limit import TokenBucketLimiter
 from rondo.gateway.read_model import register_read_model
@@ -70,9 +72,13 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await start_broker(broker, settings)
         logger.info("gateway connected to %s", settings.nats_url)
+        pruning = asyncio.create_task(
+            prune_logs_forever(log_store, settings.gateway_log_retention_days, utc_now)
+        )
         try:
             yield
         finally:
+            pruning.cancel()
             hub.close()
             await broker.stop()
             engine.dispose()

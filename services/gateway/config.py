@@ -32,6 +32,13 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="RONDO_GATEWAY_WORKER_ONLINE_S: a worker heard this recently is online",
     )
+    gateway_log_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="RONDO_GATEWAY_LOG_RETENTION_DAYS: log lines of jobs ended longer ago are "
+        "deleted from the gateway's database (the full logs stay in the user's bucket); 0 keeps "
+        "them forever",
+    )
     s3_public_endpoint: str | None = Field(
         default=None,
         description="RONDO_S3_PUBLIC_ENDPOINT: the S3 URL users reach, put into presigned URLs "

@@ -6,19 +6,26 @@ files only every few seconds, and a tail or range is one indexed query here but 
 read there. A source is `server` or `client_<slot>`; its log is its NVFlare runs in the order
 they first appeared, each run's lines in the agent's numbering. A line is stored once per
 (job, source, run, line number): redelivered or repeated batches change nothing.
+
+Artifacts writes the complete logs into the user's bucket (`files_out/<source>.log`); the lines
+here are a working copy, deleted once the job ended longer ago than the retention
+(`RONDO_GATEWAY_LOG_RETENTION_DAYS`), checked every `PRUNE_INTERVAL_S`.
 """
 
 import asyncio
 import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import anyio
 from fastapi.sse import ServerSentEvent
 from faststream.nats import NatsBroker, PullSub
-from sqlalchemy import Engine, func, tuple_
+from sqlalchemy import Engine, delete, func, tuple_
 from sqlmodel import Session, col, select
 
 from rondo.contracts.api import JobLogs, JobStreamEvent, LogLines
 from rondo.contracts.events import LogBatch, LogSource
+from rondo.contracts.states import JobState
 from rondo.contracts.subjects import LOGS_FILTER, LOGS_STREAM, Durables
 from rondo.gateway.models import Job, JobLogLine
 from rondo.gateway.pubsub import JobEventHub
@@ -27,11 +34,17 @@ logger = logging.getLogger(__name__)
 
 MAX_LINES_PER_READ = 10_000
 DEFAULT_TAIL = 200
+PRUNE_INTERVAL_S = 3600.0
 
 
 def source_name(source: LogSource) -> str:
     """`server` or `client_<slot>`: the log file's name without `.log`."""
     return source.file_name.removesuffix(".log")
+
+
+def log_file_key(files_prefix: str, source: str) -> str:
+    """Where artifacts keeps the source's complete log in the user's bucket."""
+    return f"{files_prefix}files_out/{source}.log"
 
 
 class JobLogStore:
@@ -122,13 +135,14 @@ class JobLogStore:
         job_id: str,
         source: str,
         *,
+        file_key: str,
         tail: int | None = None,
         start: int | None = None,
         end: int | None = None,
     ) -> JobLogs:
         """Lines `[start, end)` of the source's log (0-based), or its last `tail` lines (the
         default: the last `DEFAULT_TAIL`); at most `MAX_LINES_PER_READ` either way. A source
-        with no line yet reads as empty."""
+        with no line (yet, or any more) reads as empty; `file_key` names its complete log."""
         with Session(self._engine) as session:
             where = (JobLogLine.job_id == job_id, JobLogLine.source == source)
             total = session.exec(select(func.count()).select_from(JobLogLine).where(*where)).one()
@@ -150,7 +164,40 @@ class JobLogStore:
                 if last > first
                 else []
             )
-        return JobLogs(source=source, first_line=first, lines=list(lines), total=total)
+        return JobLogs(
+            source=source, first_line=first, lines=list(lines), total=total, file_key=file_key
+        )
+
+    def prune(self, ended_before: datetime) -> int:
+        """Delete the lines of every job that ended (FINISHED, FAILED, CANCELLED) and has not
+        changed since `ended_before`; returns how many lines went."""
+        ended = select(Job.id).where(
+            col(Job.state).in_([state for state in JobState if state.is_terminal]),
+            Job.updated_at < ended_before,
+        )
+        with Session(self._engine) as session:
+            result = session.exec(delete(JobLogLine).where(col(JobLogLine.job_id).in_(ended)))
+            session.commit()
+            return int(result.rowcount or 0)
+
+
+async def prune_logs_forever(
+    store: JobLogStore, retention_days: float, clock: Callable[[], datetime]
+) -> None:
+    """Every `PRUNE_INTERVAL_S` (and at once), prune the lines of jobs that ended more than
+    `retention_days` ago; runs until cancelled. 0 days keeps every line."""
+    if retention_days <= 0:
+        return
+    while True:
+        cutoff = clock() - timedelta(days=retention_days)
+        try:
+            pruned = await anyio.to_thread.run_sync(store.prune, cutoff)
+        except Exception:  # the database may be briefly unavailable: try again next time
+            logger.exception("pruning job log lines failed")
+        else:
+            if pruned:
+                logger.info("pruned %d log lines of jobs ended before %s", pruned, cutoff)
+        await asyncio.sleep(PRUNE_INTERVAL_S)
 
 
 def register_log_consumer(broker: NatsBroker, store: JobLogStore, hub: JobEventHub) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from rondo.contracts.api import LOG_SOURCE_PATTERN, MAX_OFFSET, ErrorBody, JobLogs
 from rondo.gateway.deps import OwnedJob
 from rondo.gateway.errors import ERROR_RESPONSES, ApiError
-from rondo.gateway.job_logs import MAX_LINES_PER_READ, JobLogStore
+from rondo.gateway.job_logs import MAX_LINES_PER_READ, JobLogStore, log_file_key
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -56,4 +56,5 @@ def read_job_logs(
         raise _bad_range(f"end ({end}) must be greater than start ({start or 0})")
     if end is not None and start is None:
         start = 0
-    return store.read(job.id, source, tail=tail, start=start, end=end)
+    file_key = log_file_key(job.files_prefix, source)
+    return store.read(job.id, source, file_key=file_key, tail=tail, start=start, end=end)

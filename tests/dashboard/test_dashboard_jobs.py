@@ -4,12 +4,16 @@ in Monaco and downloaded; a failed job explains itself; a running job is cancell
 
 import re
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 from support.examples import DIGITS_DIR, digits_job_files, load_script
 from support.platform import Platform
+
+from rondo.contracts.database import make_engine
+from rondo.gateway.job_logs import JobLogStore
 
 from .dashboard_helpers import Dashboard
 
@@ -91,7 +95,7 @@ def test_demo_job_from_the_form_runs_to_finished_live_and_its_outputs_open(
     charts = page.locator(".chart")
     expect(charts.locator("figcaption > span:first-child")).to_have_text(["loss", "accuracy"])
     expect(charts.first.locator("circle")).to_have_count(DEMO_ROUNDS)
-    expect(page.locator(".log-view")).not_to_contain_text("No server log lines yet")
+    expect(page.locator(".log-view")).not_to_contain_text("No server log lines here")
     dashboard.assert_not_reloaded()
     dashboard.screenshot("job-detail-finished")
 
@@ -171,7 +175,24 @@ def test_failed_job_shows_its_message_cause_and_hint(
     expect(failure.locator("[data-field=hint]")).to_contain_text("lower batch_size")
     expect(page.get_by_role("link", name="Browse Job Files")).to_be_visible()
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    expect(page.locator(".log-view")).not_to_contain_text("No server log lines here")
     dashboard.screenshot("job-detail-failed")
+
+    # Once the gateway deleted the ended job's lines, the log panel leads to the complete log
+    # that artifacts wrote into the bucket.
+    engine = make_engine(platform.state.databases["gateway"])
+    try:
+        assert JobLogStore(engine).prune(datetime.now(UTC) + timedelta(days=1)) > 0
+    finally:
+        engine.dispose()
+    assert not platform.wait_for_objects({"jobs/oom-ui/files_out/server.log"})
+    page.reload()
+    expect(page.locator(".log-view")).to_contain_text("No server log lines here")
+    page.get_by_role("link", name="Complete log file").click()
+    expect(page).to_have_url(
+        re.compile(r"/files/view\?key=jobs%2Foom-ui%2Ffiles_out%2Fserver\.log")
+    )
+    expect(page.locator(".monaco-editor .view-lines")).to_contain_text("server")
     dashboard.assert_no_console_errors()
 
 

@@ -4,15 +4,34 @@ view from heartbeats, on a real nats-server; both only ever show the caller's ow
 import asyncio
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from faststream.nats import NatsBroker
-from gateway_helpers import assert_error, auth, eventually, job_name, sse_events, upload_job
+from gateway_helpers import (
+    Gateway,
+    assert_error,
+    auth,
+    eventually,
+    job_name,
+    sse_events,
+    upload_job,
+)
+from sqlmodel import Session
 
 from rondo.contracts.bus import publish
-from rondo.contracts.events import LogBatch, LogSource, RunningProcess, Slot, WorkerHeartbeat
+from rondo.contracts.events import (
+    JobSnapshot,
+    JobStateChanged,
+    LogBatch,
+    LogSource,
+    RunningProcess,
+    Slot,
+    WorkerHeartbeat,
+)
+from rondo.contracts.states import JobState
 from rondo.contracts.storage import S3Client
+from rondo.gateway.models import Job
 from rondo.gateway.users import NewUser
 
 MakeUser = Callable[[], NewUser]
@@ -58,18 +77,28 @@ async def test_log_lines_are_stored_once_streamed_live_and_read_by_tail_or_range
 
     logs = f"/api/jobs/{job_id}/logs"
     everything = await client.get(logs, headers=auth(user))
+    files_prefix = (await client.get(f"/api/jobs/{job_id}", headers=auth(user))).json()[
+        "files_prefix"
+    ]
     assert everything.json() == {
         "source": "server",
         "first_line": 0,
         "lines": ["a", "b", "c", "d", "e"],
         "total": 5,
+        "file_key": f"{files_prefix}files_out/server.log",
     }
     tail = await client.get(logs, params={"tail": 2}, headers=auth(user))
     assert (tail.json()["first_line"], tail.json()["lines"]) == (3, ["d", "e"])
     window = await client.get(logs, params={"start": 1, "end": 3}, headers=auth(user))
     assert (window.json()["first_line"], window.json()["lines"]) == (1, ["b", "c"])
     client_log = await client.get(logs, params={"source": "client_0"}, headers=auth(user))
-    assert client_log.json() == {"source": "client_0", "first_line": 0, "lines": [], "total": 0}
+    assert client_log.json() == {
+        "source": "client_0",
+        "first_line": 0,
+        "lines": [],
+        "total": 0,
+        "file_key": f"{files_prefix}files_out/client_0.log",
+    }
 
     mixed = await client.get(logs, params={"tail": 2, "start": 0}, headers=auth(user))
     assert_error(mixed, 400, "invalid_range")
@@ -78,6 +107,60 @@ async def test_log_lines_are_stored_once_streamed_live_and_read_by_tail_or_range
     bad_source = await client.get(logs, params={"source": "../server"}, headers=auth(user))
     assert_error(bad_source, 422, "validation_error")
     assert_error(await client.get(logs, headers=auth(stranger)), 404, "not_found")
+
+
+async def test_lines_of_jobs_ended_before_the_retention_are_pruned(
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    s3: S3Client,
+    publisher: NatsBroker,
+    gateway: Gateway,
+) -> None:
+    user = make_user()
+    old_ended, new_ended, old_running = [await submitted_job(client, user, s3) for _ in range(3)]
+    for job_id in (old_ended, new_ended):
+        await publish(
+            publisher,
+            JobStateChanged(
+                job_id=job_id,
+                previous_state=JobState.PENDING,
+                snapshot=JobSnapshot(state=JobState.CANCELLED, num_rounds=1),
+            ),
+        )
+    for job_id in (old_ended, new_ended, old_running):
+        await publish(publisher, batch(job_id, "run-1", 0, "a\n", "b\n"))
+
+    async def stored(job_id: str) -> int | None:
+        logs = await client.get(f"/api/jobs/{job_id}/logs", headers=auth(user))
+        total = int(logs.json()["total"])
+        return total or None
+
+    for job_id in (old_ended, new_ended, old_running):
+        assert await eventually(lambda job_id=job_id: stored(job_id)) == 2
+    for job_id in (old_ended, new_ended):
+        await eventually(lambda job_id=job_id: _state_is(client, user, job_id, "CANCELLED"))
+    now = datetime.now(UTC)
+    with Session(gateway.app.state.engine) as session:
+        for job_id in (old_ended, old_running):
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.updated_at = now - timedelta(days=31)
+            session.add(job)
+        session.commit()
+
+    pruned = gateway.app.state.log_store.prune(now - timedelta(days=30))
+
+    assert pruned == 2
+    assert await stored(old_ended) is None
+    assert await stored(new_ended) == 2, "ended within the retention: kept"
+    assert await stored(old_running) == 2, "still running: kept"
+
+
+async def _state_is(
+    client: httpx.AsyncClient, user: NewUser, job_id: str, state: str
+) -> bool | None:
+    job = (await client.get(f"/api/jobs/{job_id}", headers=auth(user))).json()
+    return True if job["state"] == state else None
 
 
 def heartbeat(agent_id: str, *running: RunningProcess) -> WorkerHeartbeat:

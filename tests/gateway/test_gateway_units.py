@@ -1,6 +1,7 @@
 """Gateway pieces without servers: keys, the operator command, SQLite settings, read-model
 rules (unknown jobs, repeated transitions, terminal states), shard order."""
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from rondo.gateway.auth import (
 )
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import ApiError
+from rondo.gateway.job_logs import JobLogStore, prune_logs_forever
 from rondo.gateway.migrations import MIGRATIONS
 from rondo.gateway.models import Job, JobTransition
 from rondo.gateway.pubsub import JobEventHub
@@ -164,3 +166,28 @@ async def test_hub_drops_the_oldest_for_slow_listeners_and_close_ends_them() -> 
         assert [e.data if e else None for e in received] == [2, None]
         assert other.get_nowait() is None
     assert hub.listener_count() == 0
+
+
+class RecordingLogStore(JobLogStore):
+    """Records the cutoffs it is asked to prune at; touches no database."""
+
+    def __init__(self) -> None:
+        self.cutoffs: list[datetime] = []
+
+    def prune(self, ended_before: datetime) -> int:
+        self.cutoffs.append(ended_before)
+        return 0
+
+
+async def test_log_pruning_starts_at_once_with_the_retention_cutoff() -> None:
+    store, now = RecordingLogStore(), datetime(2026, 11, 25, tzinfo=UTC)
+    pruning = asyncio.create_task(prune_logs_forever(store, 30, lambda: now))
+    async with asyncio.timeout(5):
+        while not store.cutoffs:
+            await asyncio.sleep(0.01)
+    pruning.cancel()
+    assert store.cutoffs == [now - timedelta(days=30)]
+
+    keep_forever = RecordingLogStore()
+    await asyncio.wait_for(prune_logs_forever(keep_forever, 0, lambda: now), timeout=1)
+    assert keep_forever.cutoffs == []

@@ -214,12 +214,26 @@ function logPanel(job, signal) {
     );
   };
 
+  let fileKey = "";
+
   const draw = () => {
     const atBottom = view.scrollHeight - view.scrollTop - view.clientHeight < 24;
     if (lines.length) view.textContent = lines.join("\n");
-    else replace(view, h("span", { class: "empty-log" }, `No ${source} log lines yet.`));
+    else replace(view, emptyLog());
     if (atBottom) view.scrollTop = view.scrollHeight;
   };
+
+  // No lines yet, or no longer (the gateway deletes them a while after the job ended): the
+  // complete log stays in the bucket.
+  const emptyLog = () =>
+    h(
+      "span",
+      { class: "empty-log" },
+      `No ${source} log lines here. `,
+      fileKey
+        ? h("a", { href: `/files/view?key=${encodeURIComponent(fileKey)}` }, "Complete log file")
+        : null,
+    );
 
   const load = async () => {
     try {
@@ -228,6 +242,7 @@ function logPanel(job, signal) {
         signal,
       });
       lines = tail.lines;
+      fileKey = tail.file_key;
       nextLine = tail.first_line + tail.lines.length;
       draw();
       view.scrollTop = view.scrollHeight;

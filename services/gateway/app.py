@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 
 from rondo.contracts.bus import make_broker, register_health, start_broker
+from rondo.contracts.heartbeats import HeartbeatIntake
 from rondo.contracts.storage import platform_s3_client
 from rondo.gateway import (
     routes_compat,
@@ -37,7 +38,7 @@ from rondo.gateway.rate_limit import TokenBucketLimiter
 from rondo.gateway.read_model import register_read_model
 from rondo.gateway.storage_admin import make_storage_admin
 from rondo.gateway.user_files import UserS3Clients
-from rondo.gateway.workers import WorkerRegistry, register_heartbeats
+from rondo.gateway.workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,13 @@ def create_app(
     log_store = JobLogStore(engine)
     register_log_consumer(broker, log_store, hub)
     workers = WorkerRegistry(online_s=settings.gateway_worker_online_s)
-    register_heartbeats(broker, workers)
+    heartbeats = HeartbeatIntake(workers.observe)
     register_health(broker, SERVICE_NAME, detail=lambda: {"sse_listeners": hub.listener_count()})
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await start_broker(broker, settings)
+        await heartbeats.start(broker.connection)
         logger.info("gateway connected to %s", settings.nats_url)
         pruning = asyncio.create_task(
             prune_logs_forever(log_store, settings.gateway_log_retention_days, utc_now)
@@ -79,6 +81,7 @@ def create_app(
             yield
         finally:
             pruning.cancel()
+            await heartbeats.stop()
             hub.close()
             await broker.stop()
             engine.dispose()

@@ -1,19 +1,18 @@
 """The fleet as the gateway shows it: an in-memory registry fed by the agents' heartbeats.
 
 Heartbeats are core NATS (nothing is replayed), so a restarted gateway knows no worker until
-each one is heard again, within one heartbeat interval. A worker is online while it was heard
-within `online_s`; one silent for `forget_after_s` is dropped.
+each one is heard again, within one heartbeat interval. They arrive through
+`rondo.contracts.heartbeats.HeartbeatIntake`, in batches, without a span or log line each. A
+worker is online while it was heard within `online_s`; one silent for `forget_after_s` is
+dropped.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from faststream.nats import NatsBroker
-
 from rondo.contracts.api import WorkerList, WorkerPublic
 from rondo.contracts.events import WorkerHeartbeat, utc_now
-from rondo.contracts.subjects import HEARTBEAT_FILTER
 
 Clock = Callable[[], datetime]
 FORGET_AFTER_S = 24 * 3600.0
@@ -36,8 +35,11 @@ class WorkerRegistry:
         self._clock = clock
         self._workers: dict[str, HeardWorker] = {}
 
-    def observe(self, heartbeat: WorkerHeartbeat) -> None:
-        self._workers[heartbeat.agent_id] = HeardWorker(heartbeat, self._clock())
+    def observe(self, heartbeats: list[WorkerHeartbeat]) -> None:
+        """A batch from `HeartbeatIntake`, in arrival order (the newest of an agent wins)."""
+        heard_at = self._clock()
+        for heartbeat in heartbeats:
+            self._workers[heartbeat.agent_id] = HeardWorker(heartbeat, heard_at)
 
     def workers(self) -> list[tuple[HeardWorker, bool]]:
         """Every remembered worker by agent id, with whether it is online now."""
@@ -75,11 +77,3 @@ class WorkerRegistry:
             total_free_memory_mb=sum(slot.free_memory_mb for w in online for slot in w.slots),
             workers=workers,
         )
-
-
-def register_heartbeats(broker: NatsBroker, registry: WorkerRegistry) -> None:
-    """Hear every agent's heartbeat (core NATS; subscribe before the broker starts)."""
-
-    @broker.subscriber(HEARTBEAT_FILTER, title="gateway:worker.heartbeat")
-    async def on_heartbeat(heartbeat: WorkerHeartbeat) -> None:
-        registry.observe(heartbeat)

@@ -31,6 +31,7 @@ from rondo.contracts.events import (
     WorkerHeartbeat,
     utc_now,
 )
+from rondo.contracts.heartbeats import HeartbeatIntake
 from rondo.contracts.states import JobState, SlotStatus
 from rondo.contracts.storage import platform_s3_client
 from rondo.contracts.subjects import JOBS_STREAM, Durables
@@ -45,7 +46,6 @@ from rondo.scheduler.dispatch import (
     RunPlan,
 )
 from rondo.scheduler.failures import HINTS
-from rondo.scheduler.heartbeats import HeartbeatIntake
 from rondo.scheduler.models import JobPublic, RunPublic, RunSlotUpdate, RunUpdate
 from rondo.scheduler.outbox import Outbox, Publish
 from rondo.scheduler.placement import AgentCapacity, Placement, PlacementRequest, plan

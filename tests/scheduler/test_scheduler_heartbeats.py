@@ -9,7 +9,7 @@ import pytest
 from scheduler_helpers import FakeClock, cpu_heartbeat
 
 from rondo.contracts.events import WorkerHeartbeat
-from rondo.scheduler.heartbeats import HeartbeatIntake
+from rondo.contracts.heartbeats import HeartbeatIntake
 from rondo.scheduler.models import WorkerPublic
 from rondo.scheduler.store import JobStore
 from rondo.scheduler.workers import PERSIST_EVERY_S, WorkerRegistry

@@ -1,11 +1,12 @@
-"""`HeartbeatIntake`: the fleet's heartbeats, from core NATS into the scheduler in batches.
+"""`HeartbeatIntake`: the fleet's heartbeats, from core NATS into a service in batches.
 
 A large fleet sends thousands of heartbeats a second (`rondo.worker.heartbeat.<agent_id>`).
 Through a FastStream subscriber each one would also cost two log lines, a trace span and a
 dependency-injection pass, several times the registry update itself, so heartbeats are read
 from a plain subscription on the broker's connection instead. Messages that arrive together
 are handed over together: the subscription's task runs the callback for every message already
-received without yielding, and the batch is handed over once it has.
+received without yielding, and the batch is handed over once it has. The scheduler and the
+gateway both hear every heartbeat this way.
 """
 
 import asyncio

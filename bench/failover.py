@@ -1,4 +1,4 @@
-"""How fast a lost worker is noticed and replaced, on a real local stack.
+"""How fast a lost worker (or FL server) is noticed and replaced, on a real local stack.
 
 Runs the scenario of tests/faults/test_worker_faults.py (three worker-agents, one of them a
 spare; the fault settings: agents beat every 0.5 s, a worker is lost after 5 s of silence): the
@@ -9,10 +9,12 @@ connected, and until the next round completed (which needs the replacement): as 
 announced them on the bus, and as the gateway's API showed them. Targets: detection <= 10 s,
 replacement training <= 30 s.
 
-    .venv/bin/python bench/failover.py [--runs 1] [--after 2] [--product-timing]
+    .venv/bin/python bench/failover.py [--runs 1] [--after 2] [--product-timing] [--kill server]
 
 `--product-timing` uses the product's defaults instead (agents beat every 2 s, a worker is
-lost after 10 s of silence).
+lost after 10 s of silence). `--kill server` kills the job's FL server process instead (its
+agent stays up): detection is the job saying it replaces the server, replacement is every
+worker connected to the new run's server.
 """
 
 import argparse
@@ -32,6 +34,7 @@ from support.faults import (
     FailoverTimes,
     RoundHold,
     fault_stack,
+    kill_fl_server_mid_round,
     kill_worker_mid_round,
     submit_tiny_job,
 )
@@ -42,7 +45,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--after", type=int, default=2, help="rounds done before the kill")
     parser.add_argument("--product-timing", action="store_true", help="2 s beats, lost after 10 s")
+    parser.add_argument("--kill", choices=("worker", "server"), default="worker")
     args = parser.parse_args()
+    kill_mid_round = kill_fl_server_mid_round if args.kill == "server" else kill_worker_mid_round
     liveness = PRODUCT if args.product_timing else FAST
 
     print(
@@ -59,13 +64,17 @@ def main() -> None:
             rounds = args.after + 3
             hold = RoundHold.at(Path(work_dir), from_round=args.after)
             job_id = submit_tiny_job(platform, "failover", rounds, hold, liveness=liveness)
-            failover = kill_worker_mid_round(platform, job_id, hold)
+            failover = kill_mid_round(platform, job_id, hold)
             job = platform.wait_for_state(job_id, timeout_s=300)
         failovers.append(failover)
+        victim = (
+            "the FL server process"
+            if failover.slot is None
+            else f"{failover.killed_agent} (worker {failover.slot})"
+        )
         print(
-            f"run {run_number}: killed {failover.killed_agent} (worker {failover.slot}) in "
-            f"round {failover.round_at_kill}; job {job['state']} with "
-            f"{job['current_round']}/{rounds} rounds",
+            f"run {run_number}: killed {victim} in round {failover.round_at_kill}; job "
+            f"{job['state']} with {job['current_round']}/{rounds} rounds",
             flush=True,
         )
         print(f"  scheduler (bus): {describe(failover.announced)}", flush=True)
@@ -87,7 +96,7 @@ def main() -> None:
 
 def describe(times: FailoverTimes) -> str:
     return (
-        f"Disconnected after {times.detected_s:.2f} s, replacement connected after "
+        f"lost shown after {times.detected_s:.2f} s, replacement connected after "
         f"{times.replaced_s:.2f} s, next round completed after {times.next_round_s:.2f} s"
     )
 

@@ -12,13 +12,13 @@ import pytest
 from support.faults import (
     CLIENT_ROOT_MARK,
     FAST,
-    SERVER_ROOT_MARK,
     RoundHold,
     announcements,
     assert_every_round_once,
     client_agent_without_server,
     held,
     kill9,
+    kill_fl_server_mid_round,
     kill_worker,
     kill_worker_mid_round,
     slot_view,
@@ -67,26 +67,11 @@ def test_killed_client_process_is_restarted_by_its_agent(
 def test_killed_fl_server_gets_a_new_run_that_resumes(platform: Platform, tmp_path: Path) -> None:
     hold = RoundHold.at(tmp_path, from_round=1)
     job_id = submit_tiny_job(platform, "server-killed", rounds=3, hold=hold)
-    held(platform, job_id, hold)
-    servers = [
-        process
-        for process in platform.nvflare_processes()
-        if any(SERVER_ROOT_MARK in part for part in process.cmdline())
-    ]
-    assert len(servers) == 1, servers
-    with announcements(platform.state.nats_url, job_id) as announced:
-        kill9(servers)
-        assert wait_until(
-            lambda: any(s["reason"] == "replacing the FL server" for _, s in announced),
-            timeout_s=60,
-        ), "the crashed FL server was not replaced"
-        watch(
-            platform,
-            job_id,
-            lambda j: j["reason"] == "" and j["workers"]["connected"] == 2,
-            "the new run to start",
-        )
-    hold.release()
+    failover = kill_fl_server_mid_round(platform, job_id, hold)
+    assert failover.announced.detected_s < failover.announced.replaced_s, (
+        "the job said it replaces the FL server, then every worker was connected again"
+    )
+
     job = platform.wait_for_state(job_id, timeout_s=150)
     assert job["state"] == JobState.FINISHED, job
     assert [t["state"] for t in job["transitions"]] == ["PENDING", "RUNNING", "FINISHED"]

@@ -259,8 +259,9 @@ def kill_worker(platform: Platform, agent_id: str) -> None:
 
 @dataclass(frozen=True)
 class FailoverTimes:
-    """Seconds from a kill until the lost worker showed Disconnected (or in Errors), until its
-    replacement (the next site generation) was connected, and until the next round completed."""
+    """Seconds from a kill until the loss showed (a worker Disconnected or in Errors; the job
+    replacing its FL server), until the replacement was connected, and until the next round
+    completed."""
 
     detected_s: float
     replaced_s: float
@@ -269,10 +270,10 @@ class FailoverTimes:
 
 @dataclass(frozen=True)
 class Failover:
-    """A worker host killed mid-round and what followed, as the scheduler announced it on the
-    bus and as the gateway's API showed it (the panel users watch)."""
+    """A worker host (or an FL server) killed mid-round and what followed, as the scheduler
+    announced it on the bus and as the gateway's API showed it (the panel users watch)."""
 
-    slot: int
+    slot: int | None  # None: the FL server was killed
     killed_agent: str
     round_at_kill: int
     announced: FailoverTimes
@@ -333,7 +334,7 @@ def kill_worker_mid_round(platform: Platform, job_id: str, hold: RoundHold) -> F
     completed round (which needs the replacement)."""
     job = held(platform, job_id, hold)
     slot, agent_id = client_agent_without_server(platform, job)
-    site_name, round_at_kill = slot_view(job, slot)["site_name"], job["current_round"]
+    site_name = slot_view(job, slot)["site_name"]
 
     def lost(view: dict[str, Any]) -> bool:
         return view["workers"]["disconnected"] + view["workers"]["errors"] > 0
@@ -342,15 +343,55 @@ def kill_worker_mid_round(platform: Platform, job_id: str, hold: RoundHold) -> F
         new = slot_view(view, slot)
         return new["site_name"] != site_name and new["status"] == "connected"
 
+    return _timed_kill(
+        platform, job, hold, lambda: kill_worker(platform, agent_id), lost, replaced, slot, agent_id
+    )
+
+
+def kill_fl_server_mid_round(platform: Platform, job_id: str, hold: RoundHold) -> Failover:
+    """Once the job waits in the held round, kill -9 its FL server process (its agent stays),
+    release the hold, and time the crash's detection (the job says it replaces the server),
+    the new run's start (every worker connected again) and the next completed round."""
+    job = held(platform, job_id, hold)
+    [server] = [
+        process
+        for process in platform.nvflare_processes()
+        if any(SERVER_ROOT_MARK in part for part in process.cmdline())
+    ]
+
+    def lost(view: dict[str, Any]) -> bool:
+        return view["reason"] == "replacing the FL server"
+
+    def replaced(view: dict[str, Any]) -> bool:
+        return view["reason"] == "" and view["workers"]["connected"] == len(view["slots"])
+
+    return _timed_kill(platform, job, hold, lambda: kill9([server]), lost, replaced, None, "")
+
+
+def _timed_kill(
+    platform: Platform,
+    job: dict[str, Any],
+    hold: RoundHold,
+    kill: Callable[[], None],
+    lost: Callable[[dict[str, Any]], bool],
+    replaced: Callable[[dict[str, Any]], bool],
+    slot: int | None,
+    killed_agent: str,
+) -> Failover:
+    """Kill, release the hold, and time `lost`, then `replaced` (after lost), then the next
+    round, as announced on the bus and as shown by the API."""
+    round_at_kill = job["current_round"]
+
     def next_round(view: dict[str, Any]) -> bool:
         return view["current_round"] > round_at_kill
 
     def times(views: list[tuple[float, dict[str, Any]]]) -> FailoverTimes:
-        first = [
-            next((heard for heard, view in views if milestone(view)), math.nan) - killed
-            for milestone in (lost, replaced, next_round)
-        ]
-        return FailoverTimes(*first)
+        detected = next((heard for heard, view in views if lost(view)), math.nan)
+        back = next(
+            (heard for heard, view in views if heard >= detected and replaced(view)), math.nan
+        )
+        done = next((heard for heard, view in views if next_round(view)), math.nan)
+        return FailoverTimes(detected - killed, back - killed, done - killed)
 
     shown: list[tuple[float, dict[str, Any]]] = []
 
@@ -358,12 +399,12 @@ def kill_worker_mid_round(platform: Platform, job_id: str, hold: RoundHold) -> F
         shown.append((time.monotonic(), view))
         return next_round(view)
 
-    with announcements(platform.state.nats_url, job_id) as announced:
+    with announcements(platform.state.nats_url, job["id"]) as announced:
         killed = time.monotonic()
-        kill_worker(platform, agent_id)
+        kill()
         hold.release()
-        watch(platform, job_id, seen, "the next round after the kill", interval_s=0.05)
-    return Failover(slot, agent_id, round_at_kill, times(announced), times(shown))
+        watch(platform, job["id"], seen, "the next round after the kill", interval_s=0.05)
+    return Failover(slot, killed_agent, round_at_kill, times(announced), times(shown))
 
 
 # --- a worker-agent in its own network namespace ---------------------------------------------

@@ -28,6 +28,7 @@ from rondo.contracts.training import TrainingConfig
 from rondo.gateway.config import GatewaySettings
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.models import Job, JobTransition
+from rondo.gateway.secret_box import load_secret_box
 from rondo.gateway.storage_admin import SeaweedIamAdmin
 from rondo.gateway.users import add_user
 from rondo.stack.ports import free_port
@@ -132,7 +133,8 @@ def main() -> None:
             engine = make_engine(settings.database_url)
             init_db(engine)
             with Session(engine) as session:
-                user = add_user(session, SeaweedIamAdmin(settings), "bench", "bench-bucket")
+                box = load_secret_box(settings)  # the gateway started below reads the same key
+                user = add_user(session, SeaweedIamAdmin(settings), box, "bench", "bench-bucket")
             engine.dispose()
             ids = store_jobs(settings, user.user_id, user.bucket, args.jobs)
 

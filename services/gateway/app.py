@@ -36,6 +36,7 @@ from rondo.gateway.models import utc_now
 from rondo.gateway.pubsub import JobEventHub
 from rondo.gateway.rate_limit import TokenBucketLimiter
 from rondo.gateway.read_model import register_read_model
+from rondo.gateway.secret_box import load_secret_box, seal_unsealed_secrets
 from rondo.gateway.storage_admin import make_storage_admin
 from rondo.gateway.user_files import UserS3Clients
 from rondo.gateway.workers import WorkerRegistry
@@ -60,6 +61,8 @@ def create_app(
     settings = settings or GatewaySettings()
     engine = make_engine(settings.database_url)
     init_db(engine)
+    secret_box = load_secret_box(settings)
+    seal_unsealed_secrets(engine, secret_box)
     broker = make_broker(settings, SERVICE_NAME)
     hub = JobEventHub()
     register_read_model(broker, engine, hub)
@@ -102,6 +105,7 @@ def create_app(
     app.state.workers = workers
     app.state.user_s3 = UserS3Clients(settings)
     app.state.storage_admin = make_storage_admin(settings)
+    app.state.secret_box = secret_box
     app.state.rate_limiter = TokenBucketLimiter(
         settings.gateway_rate_limit_per_s, settings.gateway_rate_limit_burst
     )

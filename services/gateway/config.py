@@ -32,6 +32,11 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="RONDO_GATEWAY_WORKER_ONLINE_S: a worker heard this recently is online",
     )
+    gateway_secrets_key: str | None = Field(
+        default=None,
+        description="RONDO_GATEWAY_SECRETS_KEY: Fernet key sealing users' S3 secrets in the "
+        "database (unset: <data dir>/gateway-secrets.key, made on first start)",
+    )
     gateway_log_retention_days: float = Field(
         default=30.0,
         ge=0,

@@ -21,7 +21,8 @@ from rondo.gateway.jobs import get_user_job
 from rondo.gateway.models import Job, User
 from rondo.gateway.pubsub import JobEventHub
 from rondo.gateway.rate_limit import TokenBucketLimiter
-from rondo.gateway.s3_keys import active_s3_key
+from rondo.gateway.s3_keys import active_credentials
+from rondo.gateway.secret_box import SecretBox
 from rondo.gateway.user_files import UserFiles, UserS3Clients
 
 # Documents the scheme in OpenAPI; the header itself is parsed by `bearer_token` so that a
@@ -96,7 +97,8 @@ OwnedJob = Annotated[Job, Depends(get_owned_job)]
 
 def get_user_files(request: Request, session: SessionDep, user: CurrentUser) -> UserFiles:
     """The user's bucket through their own S3 key; 409 `no_s3_key` for a user without one."""
-    s3_key = active_s3_key(session, user.id)
+    box: SecretBox = request.app.state.secret_box
+    s3_key = active_credentials(session, user.id, box)
     if s3_key is None:
         raise ApiError(
             status.HTTP_409_CONFLICT,

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from rondo.gateway.auth import DEV_PREFIX, LIVE_PREFIX
 from rondo.gateway.config import GatewaySettings
 from rondo.gateway.db import init_db, make_engine
+from rondo.gateway.secret_box import SecretBox, load_secret_box
 from rondo.gateway.storage_admin import StorageAdmin, StorageAdminError, make_storage_admin
 from rondo.gateway.users import (
     ManageError,
@@ -42,22 +43,22 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text
 
 
 @contextmanager
-def _session_and_storage() -> Iterator[tuple[Session, StorageAdmin]]:
+def _session_and_storage() -> Iterator[tuple[Session, StorageAdmin, SecretBox]]:
     settings = GatewaySettings()
     engine = make_engine(settings.database_url)
     try:
         init_db(engine)
         with Session(engine) as session:
-            yield session, make_storage_admin(settings)
+            yield session, make_storage_admin(settings), load_secret_box(settings)
     finally:
         engine.dispose()
 
 
-def _run(operation: Callable[[Session, StorageAdmin], T]) -> T:
+def _run(operation: Callable[[Session, StorageAdmin, SecretBox], T]) -> T:
     """Run one operation; a refusal or a store failure ends the command with exit code 1."""
     try:
-        with _session_and_storage() as (session, storage):
-            return operation(session, storage)
+        with _session_and_storage() as (session, storage, box):
+            return operation(session, storage, box)
     except (ManageError, StorageAdminError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
@@ -85,7 +86,9 @@ def create_user_command(
 ) -> None:
     """Create a user, their bucket and S3 key; print the API key and S3 secret (shown once)."""
     bucket = bucket or default_bucket(name)
-    created = _run(lambda session, storage: add_user(session, storage, name, bucket, api_key))
+    created = _run(
+        lambda session, storage, box: add_user(session, storage, box, name, bucket, api_key)
+    )
     _print(
         created,
         as_json,
@@ -101,7 +104,7 @@ def create_user_command(
 @cli.command("list-users")
 def list_users_command(as_json: AsJson = False) -> None:
     """Every user with their bucket, API key prefixes and S3 access key id."""
-    users = _run(lambda session, _storage: list_users(session))
+    users = _run(lambda session, _storage, _box: list_users(session))
     if as_json:
         typer.echo(TypeAdapter(list[UserSummary]).dump_json(users).decode())
         return
@@ -121,7 +124,7 @@ def add_key_command(
 ) -> None:
     """Mint another API key for a user and print it (shown once)."""
     prefix = DEV_PREFIX if dev else LIVE_PREFIX
-    minted = _run(lambda session, _storage: add_api_key(session, name, prefix))
+    minted = _run(lambda session, _storage, _box: add_api_key(session, name, prefix))
     _print(minted, as_json, [f"API key of {minted.name} (shown once): {minted.api_key}"])
 
 
@@ -138,7 +141,7 @@ def revoke_key_command(
     if (key is None) == (not revoke_all):
         typer.echo("error: name one key, or pass --all", err=True)
         raise typer.Exit(2)
-    revoked = _run(lambda session, _storage: revoke_api_keys(session, name, key))
+    revoked = _run(lambda session, _storage, _box: revoke_api_keys(session, name, key))
     _print(revoked, as_json, [f"revoked {', '.join(revoked.revoked)} of {revoked.name}"])
 
 
@@ -147,7 +150,7 @@ def rotate_s3_key_command(
     name: Annotated[str, typer.Argument(help="The user")], as_json: AsJson = False
 ) -> None:
     """Give a user a new S3 key and revoke the old one at once (its presigned URLs die too)."""
-    rotated = _run(lambda session, storage: rotate_user_s3_key(session, storage, name))
+    rotated = _run(lambda session, storage, box: rotate_user_s3_key(session, storage, box, name))
     _print(
         rotated,
         as_json,

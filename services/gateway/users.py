@@ -21,6 +21,7 @@ from rondo.gateway.auth import (
 )
 from rondo.gateway.models import ApiKey, User, utc_now
 from rondo.gateway.s3_keys import active_s3_key, ensure_s3_key, rotate_s3_key
+from rondo.gateway.secret_box import SecretBox
 from rondo.gateway.storage_admin import StorageAdmin, StorageAdminError
 
 USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -149,6 +150,7 @@ def create_user(
 def add_user(
     session: Session,
     storage: StorageAdmin,
+    box: SecretBox,
     name: str,
     bucket: str,
     api_key: str | None = None,
@@ -166,7 +168,7 @@ def add_user(
     assert user is not None
     try:
         storage.ensure_bucket(bucket)
-        s3_key = ensure_s3_key(session, user, storage)
+        s3_key = ensure_s3_key(session, user, storage, box)
         session.commit()
     except StorageAdminError:
         session.rollback()
@@ -252,11 +254,13 @@ def revoke_api_keys(session: Session, name: str, key_or_prefix: str | None) -> R
     return RevokedKeys(name=user.name, revoked=[key.display_prefix for key in matching])
 
 
-def rotate_user_s3_key(session: Session, storage: StorageAdmin, name: str) -> RotatedS3Key:
+def rotate_user_s3_key(
+    session: Session, storage: StorageAdmin, box: SecretBox, name: str
+) -> RotatedS3Key:
     """Give the user a new S3 key and revoke the old one in the store at once (presigned URLs
     signed with it stop working)."""
     user = _user_named(session, name)
-    new, revoked = rotate_s3_key(session, user, storage)
+    new, revoked = rotate_s3_key(session, user, storage, box)
     session.commit()
     return RotatedS3Key(
         name=user.name,

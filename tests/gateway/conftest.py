@@ -86,7 +86,11 @@ def make_user(gateway: Gateway) -> Callable[[], NewUser]:
         suffix = secrets.token_hex(4)
         with Session(gateway.app.state.engine) as session:
             return add_user(
-                session, gateway.app.state.storage_admin, f"user-{suffix}", f"user-{suffix}"
+                session,
+                gateway.app.state.storage_admin,
+                gateway.app.state.secret_box,
+                f"user-{suffix}",
+                f"user-{suffix}",
             )
 
     return make

@@ -184,7 +184,9 @@ async def test_rotating_the_s3_key_voids_presigned_urls_at_once(
     old_url = await download_url(client, user, "jobs/a/model.pt")
 
     with Session(gateway.app.state.engine) as session:
-        rotated = rotate_user_s3_key(session, gateway.app.state.storage_admin, user.name)
+        rotated = rotate_user_s3_key(
+            session, gateway.app.state.storage_admin, gateway.app.state.secret_box, user.name
+        )
     assert rotated.revoked_access_key == user.s3_access_key
 
     async with httpx.AsyncClient() as store:

@@ -21,6 +21,7 @@ from sqlmodel import Session
 from rondo.contracts.config import ServiceSettings
 from rondo.gateway.config import GatewaySettings
 from rondo.gateway.db import init_db, make_engine
+from rondo.gateway.secret_box import load_secret_box
 from rondo.gateway.storage_admin import SeaweedIamAdmin
 from rondo.gateway.users import add_user
 from rondo.stack.ports import free_port
@@ -63,7 +64,8 @@ def gateway_process(
     engine = make_engine(settings.database_url)
     init_db(engine)
     with Session(engine) as session:
-        user = add_user(session, SeaweedIamAdmin(settings), "fuzzer", "fuzzer-bucket")
+        box = load_secret_box(settings)  # the gateway below reads the same key file
+        user = add_user(session, SeaweedIamAdmin(settings), box, "fuzzer", "fuzzer-bucket")
     engine.dispose()
 
     process = spawn([sys.executable, "-m", "rondo.gateway"], folder / "gateway.log", env=env)

@@ -19,6 +19,8 @@ from rondo.gateway.auth import authenticate
 from rondo.gateway.config import GatewaySettings
 from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import ApiError
+from rondo.gateway.s3_keys import active_s3_key
+from rondo.gateway.secret_box import SEALED_PREFIX, SecretBox, load_secret_box
 from rondo.gateway.storage_admin import SeaweedIamAdmin, identity_name
 from rondo.gateway.users import (
     ManageError,
@@ -37,6 +39,11 @@ def settings(service_settings: ServiceSettings, tmp_path: Path) -> GatewaySettin
         data_dir=tmp_path,
         gateway_database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
     )
+
+
+@pytest.fixture
+def box(settings: GatewaySettings) -> SecretBox:
+    return load_secret_box(settings)
 
 
 @pytest.fixture
@@ -87,10 +94,12 @@ def test_rondo_users_add_and_rotate_through_the_operator_command(
     assert fresh.get_object(Bucket=erin["bucket"], Key="hello.txt")["Body"].read() == b"hi"
 
 
-def test_api_keys_can_be_added_and_revoked(engine: Engine, settings: GatewaySettings) -> None:
+def test_api_keys_can_be_added_and_revoked(
+    engine: Engine, settings: GatewaySettings, box: SecretBox
+) -> None:
     storage = SeaweedIamAdmin(settings)
     with Session(engine) as session:
-        frank = add_user(session, storage, "frank", default_bucket("frank"))
+        frank = add_user(session, storage, box, "frank", default_bucket("frank"))
         second = add_api_key(session, "frank")
         assert authenticate(session, second.api_key).name == "frank"
 
@@ -114,17 +123,20 @@ def test_api_keys_can_be_added_and_revoked(engine: Engine, settings: GatewaySett
 
 
 def test_adding_a_user_again_with_its_key_repeats_the_s3_key_while_the_store_has_it(
-    engine: Engine, settings: GatewaySettings
+    engine: Engine, settings: GatewaySettings, box: SecretBox
 ) -> None:
     storage = SeaweedIamAdmin(settings)
     key = "rsk_dev_" + "g" * 32
     with Session(engine) as session:
-        first = add_user(session, storage, "gina", "gina-bucket", key)
-        assert add_user(session, storage, "gina", "gina-bucket", key) == first
+        first = add_user(session, storage, box, "gina", "gina-bucket", key)
+        assert add_user(session, storage, box, "gina", "gina-bucket", key) == first
+        stored = active_s3_key(session, first.user_id)
+        assert stored is not None and stored.secret_access_key.startswith(SEALED_PREFIX)
+        assert first.s3_secret_key not in stored.secret_access_key, "stored sealed"
 
         # The store lost the key (reset, or revoked by hand): the next start mints a new one.
         storage.delete_key(identity_name(first.user_id), first.s3_access_key)
-        again = add_user(session, storage, "gina", "gina-bucket", key)
+        again = add_user(session, storage, box, "gina", "gina-bucket", key)
     assert again.s3_access_key != first.s3_access_key
     client = key_client(settings, again.s3_access_key, again.s3_secret_key)
     assert client.list_objects_v2(Bucket="gina-bucket")["KeyCount"] == 0

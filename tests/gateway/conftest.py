@@ -5,7 +5,8 @@ the operator functions; bus access."""
 import asyncio
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import nats
@@ -17,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import Engine
 from sqlmodel import Session
 from support.databases import BACKENDS, new_database
 
@@ -24,6 +26,7 @@ from rondo.contracts.bus import make_broker
 from rondo.contracts.config import ServiceSettings
 from rondo.gateway.app import create_app
 from rondo.gateway.config import GatewaySettings
+from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.users import NewUser, add_user
 
 
@@ -123,3 +126,22 @@ async def publisher(service_settings: ServiceSettings) -> AsyncIterator[NatsBrok
     await broker.connect()
     yield broker
     await broker.stop()
+
+
+@pytest.fixture
+def settings(service_settings: ServiceSettings, tmp_path: Path) -> GatewaySettings:
+    """Settings of a gateway with its own SQLite database and data dir (operator functions)."""
+    return GatewaySettings(
+        **service_settings.model_dump(exclude={"data_dir"}),
+        data_dir=tmp_path,
+        gateway_database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+    )
+
+
+@pytest.fixture
+def engine(settings: GatewaySettings) -> Iterator[Engine]:
+    """That database, migrated."""
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    yield engine
+    engine.dispose()

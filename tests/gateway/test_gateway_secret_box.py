@@ -2,17 +2,13 @@
 opened only with it; secrets stored before sealing existed are sealed when the gateway starts."""
 
 import stat
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from rondo.contracts.config import ServiceSettings
 from rondo.gateway.config import GatewaySettings
-from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.models import User, UserS3Key
 from rondo.gateway.secret_box import (
     KEY_FILE,
@@ -24,23 +20,6 @@ from rondo.gateway.secret_box import (
 )
 
 SECRET = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def settings(service_settings: ServiceSettings, tmp_path: Path) -> GatewaySettings:
-    return GatewaySettings(
-        **service_settings.model_dump(exclude={"data_dir"}),
-        data_dir=tmp_path,
-        gateway_database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-    )
-
-
-@pytest.fixture
-def engine(settings: GatewaySettings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_a_sealed_secret_opens_with_its_key_only() -> None:

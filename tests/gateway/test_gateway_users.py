@@ -3,7 +3,6 @@ against real SeaweedFS (its IAM API), and the functions behind it."""
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -13,11 +12,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from support.rondo_cli import run_rondo
 
-from rondo.contracts.config import ServiceSettings
 from rondo.contracts.storage import S3Client, make_s3_client
 from rondo.gateway.auth import authenticate
 from rondo.gateway.config import GatewaySettings
-from rondo.gateway.db import init_db, make_engine
 from rondo.gateway.errors import ApiError
 from rondo.gateway.s3_keys import active_s3_key
 from rondo.gateway.secret_box import SEALED_PREFIX, SecretBox, load_secret_box
@@ -33,25 +30,8 @@ from rondo.gateway.users import (
 
 
 @pytest.fixture
-def settings(service_settings: ServiceSettings, tmp_path: Path) -> GatewaySettings:
-    return GatewaySettings(
-        **service_settings.model_dump(exclude={"data_dir"}),
-        data_dir=tmp_path,
-        gateway_database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
-    )
-
-
-@pytest.fixture
 def box(settings: GatewaySettings) -> SecretBox:
     return load_secret_box(settings)
-
-
-@pytest.fixture
-def engine(settings: GatewaySettings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    yield engine
-    engine.dispose()
 
 
 def key_client(settings: GatewaySettings, access_key: str, secret_key: str) -> S3Client:

@@ -28,6 +28,7 @@ GENERATED_WORKFLOW_ID = "scatter_and_gather"
 
 # Polling that sets the floor of a round's overhead (see the NVFlare notes, "Making rounds fast").
 TASK_CHECK_PERIOD_S = 0.05
+STRAGGLER_WAIT_S = 10  # the hosted product's wait_time_after_min_received
 CLIENT_TASK_FETCH_INTERVAL_S = 0.1
 _QUANTIZATION_MARKERS = ("quantiz", "bitsandbytes")
 
@@ -74,7 +75,7 @@ def build_job_folder(
     else:
         server = generated_server_config(assignment, initial_checkpoint, spool_dir)
         client = generated_client_config(assignment, job_id)
-        meta = {"resource_spec": {}, "min_clients": len(sites)}
+        meta = {"resource_spec": {}, "min_clients": required_sites(assignment)}
     meta.setdefault("name", job_name)
     meta["deploy_map"] = {APP_NAME: [SERVER_SITE, *sites]}
 
@@ -87,11 +88,20 @@ def build_job_folder(
 # --- generated app -------------------------------------------------------------------------
 
 
+def required_sites(assignment: ServerAssignment) -> int:
+    """How many sites a generated run needs: the job's `min_clients` (every site by default).
+    With fewer than every site, a lost worker leaves the run going (NVFlare aborts a job only
+    below its meta.json `min_clients`, and each round aggregates once that many answered)."""
+    everyone = len(assignment.site_names)
+    return min(assignment.config.min_clients or everyone, everyone)
+
+
 def generated_server_config(
     assignment: ServerAssignment, initial_checkpoint: Path | None, spool_dir: Path
 ) -> dict[str, Any]:
     config = assignment.config
     sites = assignment.site_names
+    required = required_sites(assignment)
     return {
         "format_version": 2,
         "server": _server_section({}, assignment),
@@ -132,10 +142,14 @@ def generated_server_config(
                 "id": GENERATED_WORKFLOW_ID,
                 "path": f"{_NVFLARE}.workflows.scatter_and_gather.ScatterAndGather",
                 "args": {
-                    "min_clients": len(sites),
+                    "min_clients": required,
                     "num_rounds": config.num_rounds - assignment.start_round,
                     "start_round": assignment.start_round,
-                    "wait_time_after_min_received": 0,
+                    # A round ends as soon as every site answered; with fewer sites required,
+                    # the others get this long after the required answers are in.
+                    "wait_time_after_min_received": (
+                        0 if required == len(sites) else STRAGGLER_WAIT_S
+                    ),
                     "aggregator_id": "aggregator",
                     "persistor_id": "persistor",
                     "shareable_generator_id": "shareable_generator",

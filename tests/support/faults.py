@@ -145,15 +145,16 @@ def submit_tiny_job(
     hold: RoundHold,
     worker_ids: list[str] | None = None,
     liveness: Liveness = FAST,
+    min_clients: int | None = None,
 ) -> str:
     """Upload and submit the tiny two-shard job with the liveness timings, held by `hold`
-    (pinned to `worker_ids` if given); its id."""
+    (pinned to `worker_ids` if given; every worker required unless `min_clients`); its id."""
     platform.upload_job(name, tiny_job_files(shards=2))
     response = platform.api.post(
         "/api/jobs",
         json={
             "name": name,
-            "config": {"num_rounds": rounds, "extra": hold.extra},
+            "config": {"num_rounds": rounds, "extra": hold.extra, "min_clients": min_clients},
             "gpu": {"worker_ids": worker_ids or []},
             "timing": liveness.timing,
         },

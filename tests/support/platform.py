@@ -107,9 +107,8 @@ class Platform:
     def wait_for_state(
         self, job_id: str, states: Iterable[JobState] = TERMINAL_STATES, timeout_s: float = 300
     ) -> dict[str, Any]:
-        """Poll the job until its state is one of `states` (a FAILED job: and its error has
-        arrived too: the scheduler publishes the two in separate events); fails with the last
-        view."""
+        """Poll the job until its state is one of `states` (a FAILED job: with its error, which
+        the gateway must show with the state); fails with the last view."""
         wanted = {JobState(s) for s in states}
         deadline = time.monotonic() + timeout_s
         job = self.job(job_id)

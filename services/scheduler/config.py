@@ -71,7 +71,8 @@ class SchedulerSettings(ServiceSettings):
         default=3,
         ge=0,
         validation_alias=_env("max_replacements_per_slot"),
-        description="A worker slot lost again after this many replacements fails the job",
+        description="A worker slot, or the FL server, lost again after this many replacements "
+        "fails the job",
     )
 
     @property

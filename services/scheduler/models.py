@@ -171,6 +171,7 @@ class Run(RunBase, table=True):
     ended_at: datetime | None = _when(nullable=True, index=True)
     nvflare_job_id: str | None = None
     server_exited_at: datetime | None = _when(nullable=True)
+    server_error: str | None = None
 
 
 class RunPublic(RunBase):
@@ -182,6 +183,7 @@ class RunPublic(RunBase):
     server_exited_at: datetime | None = Field(
         default=None, description="When the FL server process exited unasked (a crash)"
     )
+    server_error: str | None = Field(default=None, description="What that crash said")
 
     @property
     def active(self) -> bool:
@@ -193,6 +195,7 @@ class RunUpdate(SchedulerModel):
     started_at: datetime | None = None
     nvflare_job_id: str | None = None
     server_exited_at: datetime | None = None
+    server_error: str | None = None
 
 
 class RunSlotBase(SchedulerModel):

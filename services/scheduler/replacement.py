@@ -117,13 +117,11 @@ class Replacer:
         """The next run of `job` without its `lost` slots (and server), if it can be placed
         now on trusted agents; `Waiting` says what is missing. Call under the lock."""
         limit = self._settings.max_replacements_per_slot
-        worn = [slot for slot in lost if slot.generation >= limit]
-        if worn:
-            return Exhausted(self._exhausted(worn, limit))
+        worn = [(describe_slot(slot), slot.error) for slot in lost if slot.generation >= limit]
         if server_lost and run.server_generation >= limit:
-            message = f"lost the FL server on {run.server_agent_id} again after {limit} "
-            message += f"replacement{'' if limit == 1 else 's'}"
-            return Exhausted(FailureReport(message, FailureCause.WORKER_TIMEOUT, LOST_WORKER_HINT))
+            worn.insert(0, (f"the FL server on {run.server_agent_id}", run.server_error))
+        if worn:
+            return Exhausted(_exhausted(worn, limit))
 
         lost_after_s = job.submitted.timing.worker_lost_after_s
         trusted = [
@@ -192,10 +190,13 @@ class Replacer:
             ", ".join(placement.agents),
         )
 
-    def _exhausted(self, worn: list[RunSlotPublic], limit: int) -> FailureReport:
-        names = ", ".join(describe_slot(slot) for slot in worn)
-        message = f"lost {names} again after {limit} replacement{'' if limit == 1 else 's'}"
-        errors = [slot.error for slot in worn if slot.error]
-        if errors:
-            return FailureReport.from_error(f"{message}: {errors[0]}")
-        return FailureReport(message, FailureCause.WORKER_TIMEOUT, LOST_WORKER_HINT)
+
+def _exhausted(worn: list[tuple[str, str | None]], limit: int) -> FailureReport:
+    """The failure of a job whose lost parts (description, last error) were replaced `limit`
+    times already; the first error it has names the cause."""
+    names = ", ".join(name for name, _ in worn)
+    message = f"lost {names} again after {limit} replacement{'' if limit == 1 else 's'}"
+    errors = [error for _, error in worn if error]
+    if errors:
+        return FailureReport.from_error(f"{message}: {errors[0]}")
+    return FailureReport(message, FailureCause.WORKER_TIMEOUT, LOST_WORKER_HINT)

@@ -147,16 +147,12 @@ class Scheduler:
             )
             report = FailureReport.from_error(message)
             if self._server_replaceable(job, run, report):
-                # The reconciler replaces it like a lost server agent's.
-                self.store.update_run(run.run_id, RunUpdate(server_exited_at=self.clock()))
+                # The reconciler replaces it like a lost server agent's (or fails the job once
+                # the server was replaced too often, quoting `server_error`).
+                crash = RunUpdate(server_exited_at=self.clock(), server_error=message)
+                self.store.update_run(run.run_id, crash)
                 self.wake.set()
                 return
-            limit = self.settings.max_replacements_per_slot
-            if run.server_generation >= limit > 0:
-                report = FailureReport.from_error(
-                    f"the FL server exited again after {limit} replacement"
-                    f"{'' if limit == 1 else 's'}: {message}"
-                )
             await self.machine.fail(job.job_id, report)
 
     async def _on_client_process(self, job: JobPublic, event: RunProcessChanged) -> None:
@@ -201,15 +197,13 @@ class Scheduler:
         )
 
     def _server_replaceable(self, job: JobPublic, run: RunPublic, report: FailureReport) -> bool:
-        """Whether an FL server that exited unasked gets a new run rather than failing the job:
-        as for a worker, once it was up in a RUNNING job (one that never got up would fail the
-        same way again), for errors not the user's to fix, and while the server was replaced
-        fewer than `max_replacements_per_slot` times."""
+        """Whether an FL server that exited unasked is replaced rather than failing the job: as
+        for a worker, once it was up in a RUNNING job (one that never got up would fail the
+        same way again) and for errors not the user's to fix."""
         return (
             job.state == JobState.RUNNING
             and (run.server_ready_at is not None or run.started_at is not None)
             and report.cause not in USER_ERRORS
-            and run.server_generation < self.settings.max_replacements_per_slot
         )
 
     def _slot_number(self, job: JobPublic, event: RunProcessChanged) -> int | None:

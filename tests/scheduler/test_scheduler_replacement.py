@@ -230,10 +230,17 @@ async def test_crashed_server_process_gets_a_new_run_until_it_crashes_too_often(
     stored = store.get_run(job.run_id)
     assert stored is not None and stored.server_generation == 1
 
+    # The new server comes up, then crashes too: replaced once already, the job fails.
     [server_agent] = [agent for agent, d in run.items() if d.server is not None]
+    await scheduler.on_run_started(
+        RunStarted(job_id="job-1", run_id=job.run_id, nvflare_job_id="m")
+    )
     await scheduler.on_process(server_crashed(run[server_agent]))
+    await reconciler.tick()
     [failed] = published.of(JobFailed)
-    assert failed.message.startswith("the FL server exited again after 1 replacement: server")
+    assert failed.message.startswith(
+        f"lost the FL server on {server_agent} again after 1 replacement: server process exited"
+    )
     assert current_job(store).state == JobState.FAILED
 
 

@@ -25,9 +25,11 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("server_exited_at", sa.DateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(sa.Column("server_error", sa.String(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("server_error")
         batch_op.drop_column("server_exited_at")
         batch_op.drop_column("server_generation")

@@ -20,6 +20,7 @@ from rondo.contracts.events import (
 )
 from rondo.contracts.states import JobState, is_legal_transition
 from rondo.contracts.subjects import JOBS_STREAM
+from rondo.contracts.training import TrainingConfig
 
 ASYNCAPI_FILE = Path(asyncapi.__file__).with_name("asyncapi.json")
 DOWN_JOB_ID = f"j-down-{uuid4().hex}"
@@ -99,3 +100,9 @@ async def test_durable_consumer_gets_what_was_published_while_it_was_down(
 
     await _collect(service_settings, "test-durable", received, 1.5)
     assert received == [first.event_id, second.event_id]
+
+
+def test_required_clients_are_min_clients_or_every_worker() -> None:
+    assert TrainingConfig().required_clients(3) == 3
+    assert TrainingConfig(min_clients=2).required_clients(3) == 2
+    assert TrainingConfig(min_clients=5).required_clients(3) == 3

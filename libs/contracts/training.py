@@ -23,6 +23,10 @@ class TrainingConfig(BaseModel):
         default_factory=dict, description="Passed to fl_train_model in payload['env']."
     )
 
+    def required_clients(self, workers: int) -> int:
+        """How many of a run's `workers` must stay: `min_clients`, or every one when unset."""
+        return min(self.min_clients or workers, workers)
+
 
 class GpuRequirements(BaseModel):
     """Where a job may run: preferred GPU models, memory per worker, or pinned workers."""

@@ -115,11 +115,11 @@ def _provision_into(workspace: Path, project: dict[str, object]) -> Path:
         ).provision(prepare_project(project), logger=logger)
     except (ValueError, RuntimeError) as error:
         raise ProvisioningError(f"NVFlare refused the project: {error}") from error
-    kits = Path(context.get(CtxKey.CURRENT_PROD_DIR) or workspace / "missing")
-    if context.get(CtxKey.BUILD_ERROR) or not kits.is_dir():
+    kits = context.get(CtxKey.CURRENT_PROD_DIR)
+    if context.get(CtxKey.BUILD_ERROR) or not kits or not Path(kits).is_dir():
         errors = "; ".join(context.get(CtxKey.ERRORS) or []) or "see the scheduler log"
         raise ProvisioningError(f"NVFlare provisioning failed: {errors}")
-    return kits
+    return Path(kits)
 
 
 def zip_kit(kit_dir: Path) -> bytes:

@@ -188,7 +188,7 @@ class Reconciler:
             job.job_id, reason=f"{replacing_reason(lost, server_lost)}: {waiting.reason}"
         )
         alive = sum(slot.status in _ALIVE for slot in slots)
-        min_clients = job.submitted.config.min_clients or len(slots)
+        min_clients = job.submitted.config.required_clients(len(slots))
         if not server_lost and alive >= min_clients:
             self._machine.mark_below_min(job.job_id, None)
             return

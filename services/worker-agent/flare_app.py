@@ -75,7 +75,10 @@ def build_job_folder(
     else:
         server = generated_server_config(assignment, initial_checkpoint, spool_dir)
         client = generated_client_config(assignment, job_id)
-        meta = {"resource_spec": {}, "min_clients": required_sites(assignment)}
+        # Below this many sites NVFlare aborts the job: fewer than every site lets a run go on
+        # without a lost worker (each round aggregating once that many answered).
+        required = assignment.config.required_clients(len(sites))
+        meta = {"resource_spec": {}, "min_clients": required}
     meta.setdefault("name", job_name)
     meta["deploy_map"] = {APP_NAME: [SERVER_SITE, *sites]}
 
@@ -88,20 +91,12 @@ def build_job_folder(
 # --- generated app -------------------------------------------------------------------------
 
 
-def required_sites(assignment: ServerAssignment) -> int:
-    """How many sites a generated run needs: the job's `min_clients` (every site by default).
-    With fewer than every site, a lost worker leaves the run going (NVFlare aborts a job only
-    below its meta.json `min_clients`, and each round aggregates once that many answered)."""
-    everyone = len(assignment.site_names)
-    return min(assignment.config.min_clients or everyone, everyone)
-
-
 def generated_server_config(
     assignment: ServerAssignment, initial_checkpoint: Path | None, spool_dir: Path
 ) -> dict[str, Any]:
     config = assignment.config
     sites = assignment.site_names
-    required = required_sites(assignment)
+    required = config.required_clients(len(sites))
     return {
         "format_version": 2,
         "server": _server_section({}, assignment),

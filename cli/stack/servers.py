@@ -250,6 +250,7 @@ class SeaweedS3:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+    MAX_VOLUMES = 2000  # 128 MB each (mini's size limit): room for ~2000 buckets or 250 GB
 
     @property
     def endpoint(self) -> str:
@@ -266,6 +267,11 @@ class SeaweedS3:
             f"-s3.config={self.s3_config}",
             "-webdav=false", "-admin.ui=false", f"-admin.port={p['admin']}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
+            # Each bucket is its own SeaweedFS collection, holding at least one volume. Left
+            # at 0, the volume limit follows free disk at ~1 GB a volume (67 on a 68 GB disk),
+            # and the next new bucket answers every write with 500. Volumes grow on demand,
+            # so a high limit costs nothing until used.
+            f"-volume.max={self.MAX_VOLUMES}",
             # Users' identities are made through the IAM API on the S3 port (the gateway's
             # `rondo users ...`); only the platform's identity is in the static config.
             "-s3.iam.readOnly=false",

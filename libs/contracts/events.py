@@ -183,6 +183,9 @@ class ClientAssignment(BaseModel):
 
     slot: int
     site_name: str
+    generation: int = Field(
+        default=0, description="How many times this slot was replaced before this run (0: never)"
+    )
     kit_url: str
     shard_key: str
     shard_url: str = Field(description="Presigned GET of this slot's shard ZIP (1 hour)")
@@ -326,6 +329,11 @@ class ArtifactStaged(JobEvent):
     path: str = Field(description="Relative to jobs/{name}/, e.g. files_out/client_0/round_1/x")
     size: int
     sha256: str
+    generation: int = Field(
+        default=0,
+        description="The writing client slot's generation: a file is never replaced by one "
+        "from an older generation (a cut-off worker's late upload after its replacement's)",
+    )
 
 
 class LogSource(BaseModel):

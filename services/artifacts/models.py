@@ -74,6 +74,7 @@ class StagedFileRow(ArtifactsTable, table=True):
     sha256: str
     size: int
     run_id: str
+    generation: int = 0
     written_at: datetime = SqlField(default_factory=now_utc)
 
 
@@ -136,6 +137,18 @@ class RoundRecord(BaseModel):
     duration_s: float
     completed_at: datetime
     checkpoint_sha256: str
+
+
+class StagedFile(BaseModel):
+    """A user out_dir file written to `files_out/`: which content, from which run and
+    generation of its client slot."""
+
+    job_id: str
+    path: str
+    sha256: str
+    size: int
+    run_id: str
+    generation: int = 0
 
 
 class ModelPointers(BaseModel):

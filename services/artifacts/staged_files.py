@@ -4,12 +4,17 @@ The path is checked first (`rondo.artifacts.layout.check_staged_path`): a refuse
 nothing and the staged object is deleted (it can never be written). Otherwise the object is
 read from the staging store, its SHA-256 checked, written to the bucket, recorded, and deleted.
 A redelivery that finds the object gone but the same file recorded is a no-op.
+
+A file from an older generation of its client slot than the one recorded at its path is
+dropped: a worker cut off from the bus uploads its spooled files once it is back, possibly
+after its replacement (the next generation) wrote the same round's files.
 """
 
 import asyncio
 import logging
 
 from rondo.artifacts.layout import UnsafePath
+from rondo.artifacts.models import StagedFile
 from rondo.artifacts.staging import (
     ChecksumMismatch,
     StagedObjectMissing,
@@ -44,16 +49,32 @@ class StagedFileCopier:
         except UnsafePath:
             await self._staging.delete(event.object_name)
             raise
+        recorded = self._store.staged_file(event.job_id, event.path)
+        if recorded is not None and recorded.generation > event.generation:
+            logger.warning(
+                "job %s: dropped %s of run %s (slot generation %d): generation %d's is newer",
+                event.job_id, event.path, event.run_id, event.generation, recorded.generation,
+            )  # fmt: skip
+            await self._staging.delete(event.object_name)
+            return
         try:
             async with self._staging.fetched(event.object_name, sha256) as path:
                 await asyncio.to_thread(self._writer.put_file, location.bucket, key, path)
         except StagedObjectMissing:
-            if self._store.staged_sha256(event.job_id, event.path) != sha256:
+            if recorded is None or recorded.sha256 != sha256:
                 raise
             logger.info("staged file %s of job %s was already written", event.path, event.job_id)
             return
         except ChecksumMismatch:
             await self._staging.delete(event.object_name)
             raise
-        self._store.record_staged(event.job_id, event.path, sha256, event.size, event.run_id)
+        written = StagedFile(
+            job_id=event.job_id,
+            path=event.path,
+            sha256=sha256,
+            size=event.size,
+            run_id=event.run_id,
+            generation=event.generation,
+        )
+        self._store.record_staged(written)
         await self._staging.delete(event.object_name)

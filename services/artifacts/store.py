@@ -21,6 +21,7 @@ from rondo.artifacts.models import (
     ModelPointers,
     RoundRecord,
     RoundRow,
+    StagedFile,
     StagedFileRow,
     now_utc,
     utc,
@@ -61,13 +62,13 @@ class ArtifactsStore(Protocol):
 
     def set_model_pointers(self, job_id: str, pointers: ModelPointers) -> None: ...
 
-    def staged_sha256(self, job_id: str, path: str) -> str | None:
-        """The checksum of the staged file last written at `path`, if any."""
+    def staged_file(self, job_id: str, path: str) -> StagedFile | None:
+        """The staged file last written at `path`, if any."""
         ...
 
-    def record_staged(
-        self, job_id: str, path: str, sha256: str, size: int, run_id: str
-    ) -> None: ...
+    def record_staged(self, file: StagedFile) -> None:
+        """Remember `file` as the one now at its path (replacing what was recorded there)."""
+        ...
 
     def add_log_lines(
         self, job_id: str, file_name: str, run_id: str, first_line: int, lines: Sequence[str]
@@ -203,20 +204,13 @@ class SqlArtifactsStore:
 
     # --- staged files ------------------------------------------------------------------
 
-    def staged_sha256(self, job_id: str, path: str) -> str | None:
+    def staged_file(self, job_id: str, path: str) -> StagedFile | None:
         with Session(self._engine) as session:
             row = session.get(StagedFileRow, (job_id, path))
-            return row.sha256 if row else None
+            return StagedFile.model_validate(row, from_attributes=True) if row else None
 
-    def record_staged(self, job_id: str, path: str, sha256: str, size: int, run_id: str) -> None:
-        values = {
-            "job_id": job_id,
-            "path": path,
-            "sha256": sha256,
-            "size": size,
-            "run_id": run_id,
-            "written_at": now_utc(),
-        }
+    def record_staged(self, file: StagedFile) -> None:
+        values = {**file.model_dump(), "written_at": now_utc()}
         statement = dialect_insert(self._engine, StagedFileRow).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["job_id", "path"],

@@ -107,7 +107,6 @@ class RunPlan:
         clients: list[ClientAssignment],
         *,
         server_host: str,
-        generations: Mapping[int, int],
         created_at: datetime,
     ) -> "RunPlan":
         """The plan of a run whose assignments are made: `clients` in `placement.clients`
@@ -145,7 +144,7 @@ class RunPlan:
                 slot=choice.slot,
                 job_id=job.job_id,
                 site_name=client.site_name,
-                generation=generations.get(choice.slot, 0),
+                generation=client.generation,
                 agent_id=choice.agent_id,
                 device_index=choice.device_index,
                 device=choice.device,
@@ -246,6 +245,7 @@ class Dispatcher:
             ClientAssignment(
                 slot=choice.slot,
                 site_name=sites[choice.slot],
+                generation=generations.get(choice.slot, 0),
                 kit_url=kit_urls[sites[choice.slot]],
                 shard_key=job.shard_keys[choice.slot],
                 shard_url=self._presign(job.bucket, job.shard_keys[choice.slot]),
@@ -262,7 +262,6 @@ class Dispatcher:
             server,
             clients,
             server_host=server_host,
-            generations=generations,
             created_at=self._clock(),
         )
 

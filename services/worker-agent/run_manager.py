@@ -289,6 +289,7 @@ class RunManager:
                 job_id=run.job_id,
                 run_id=run.run_id,
                 slot=assignment.slot,
+                generation=assignment.generation,
                 store=self._store,
                 publish=self._publish,
             )

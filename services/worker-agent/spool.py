@@ -219,6 +219,7 @@ class OutSpoolStager:
         job_id: str,
         run_id: str,
         slot: int,
+        generation: int,
         store: ObjectStore,
         publish: Publish,
     ) -> None:
@@ -227,6 +228,7 @@ class OutSpoolStager:
         self._job_id = job_id
         self._run_id = run_id
         self._slot = slot
+        self._generation = generation
         self._store = store
         self._publish = publish
 
@@ -267,6 +269,7 @@ class OutSpoolStager:
                 path=output_path,
                 size=size,
                 sha256=sha256,
+                generation=self._generation,
             )
         )
         self._ledger.add(key)

@@ -68,6 +68,14 @@ def job_known(service: ArtifactsService, job_id: str) -> bool:
     return True
 
 
+async def known_job(service: ArtifactsService, bus: Bus, bucket: str) -> JobSubmitted:
+    """A new job, submitted and remembered by the service."""
+    job = submitted(secrets.token_hex(6), bucket)
+    await bus.publish(job)
+    await eventually(lambda: job_known(service, job.job_id), what="job submitted")
+    return job
+
+
 async def stage_round(
     bus: Bus, job_id: str, run_id: str, round_number: int, fill: float, loss: float
 ) -> RoundCompleted:
@@ -186,10 +194,8 @@ async def test_rounds_write_models_and_reports_once_per_round(
 async def test_staged_files_outside_files_out_are_refused(
     artifacts_service: ArtifactsService, bus: Bus, s3: S3Client, bucket: str
 ) -> None:
-    job_id = secrets.token_hex(6)
-    job = submitted(job_id, bucket)
-    await bus.publish(job)
-    await eventually(lambda: job_known(artifacts_service, job_id), what="job submitted")
+    job = await known_job(artifacts_service, bus, bucket)
+    job_id = job.job_id
 
     async def staged(path: str, data: bytes, sha256: str | None = None) -> ArtifactStaged:
         name = f"{job_id}/{secrets.token_hex(4)}"
@@ -227,14 +233,46 @@ async def test_staged_files_outside_files_out_are_refused(
         await bus.wait_deleted(event.object_name)
 
 
+async def test_a_cut_off_workers_late_files_never_replace_its_replacements(
+    artifacts_service: ArtifactsService, bus: Bus, s3: S3Client, bucket: str
+) -> None:
+    job = await known_job(artifacts_service, bus, bucket)
+    job_id = job.job_id
+    path = "files_out/client_0/round_2/pred.txt"
+    key = f"{job.prefix}{path}"
+
+    async def staged(run_id: str, generation: int, data: bytes) -> ArtifactStaged:
+        name = f"{job_id}/{run_id}/client_0/round_2/pred.txt"
+        await bus.stage(name, data)
+        event = ArtifactStaged(
+            job_id=job_id,
+            run_id=run_id,
+            object_name=name,
+            path=path,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            generation=generation,
+        )
+        await bus.publish(event)
+        await bus.wait_deleted(name)
+        return event
+
+    await staged("run-replacement", 1, b"from the replacement\n")
+    assert read_key(s3, bucket, key) == b"from the replacement\n"
+    # The cut-off worker (generation 0 of slot 0) is back and uploads its spooled round 2.
+    await staged("run-first", 0, b"from the cut-off worker\n")
+    assert read_key(s3, bucket, key) == b"from the replacement\n"
+    # The same generation (here: a rerun of the round) still replaces it.
+    await staged("run-third", 1, b"rerun\n")
+    assert read_key(s3, bucket, key) == b"rerun\n"
+
+
 async def test_log_batches_are_assembled_once_per_line(
     artifacts_service: ArtifactsService, bus: Bus, s3: S3Client, bucket: str
 ) -> None:
-    job_id = secrets.token_hex(6)
-    job = submitted(job_id, bucket)
+    job = await known_job(artifacts_service, bus, bucket)
+    job_id = job.job_id
     location = JobLocation(job_id, bucket, job.prefix)
-    await bus.publish(job)
-    await eventually(lambda: job_known(artifacts_service, job_id), what="job submitted")
 
     server = LogSource(role="server")
     client_0 = LogSource(role="client", slot=0)

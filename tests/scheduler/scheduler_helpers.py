@@ -131,6 +131,7 @@ class StubDispatcher:
             ClientAssignment(
                 slot=c.slot,
                 site_name=sites[c.slot],
+                generation=generations.get(c.slot, 0),
                 kit_url=url,
                 shard_key=job.shard_keys[c.slot],
                 shard_url=url,
@@ -145,6 +146,5 @@ class StubDispatcher:
             server,
             clients,
             server_host=host,
-            generations=generations,
             created_at=self.clock(),
         )

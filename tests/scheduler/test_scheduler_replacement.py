@@ -195,6 +195,7 @@ async def test_lost_server_agent_is_re_placed_with_its_client(
     [server_agent] = [agent for agent, d in run.items() if d.server is not None]
     assert [c.site_name for c in run["agent-c"].clients] == ["site-0-1"]
     assert [c.site_name for c in run["agent-b"].clients] == ["site-1-0"]
+    assert [c.generation for c in [*run["agent-c"].clients, *run["agent-b"].clients]] == [1, 0]
     assert server_agent in {"agent-b", "agent-c"}
     assert first != job.run_id
 

@@ -130,6 +130,7 @@ async def test_out_spool_files_are_staged_as_artifacts(
         job_id=job_id,
         run_id="run-1",
         slot=3,
+        generation=2,
         store=store,
         publish=send,
     )
@@ -140,6 +141,7 @@ async def test_out_spool_files_are_staged_as_artifacts(
     assert staged.path == "files_out/client_3/round_1/plots/loss.png"
     assert staged.object_name == f"{job_id}/run-1/client_3/round_1/plots/loss.png"
     assert staged.size == len(b"\x89PNG...")
+    assert staged.generation == 2
     assert staged.sha256 == hashlib.sha256(b"\x89PNG...").hexdigest()
     assert (await store.get(staged.object_name)).data == b"\x89PNG..."
     assert len(bus_log.events(ArtifactStaged, job_id=job_id)) == 1

@@ -157,15 +157,7 @@ class LocalStack:
         write_s3_config(state.s3_config_path, [state.s3_admin])
         if state.external_nats is None:
             self._start_server(state, NATS_PART, self._nats_server(state), deadline)
-        try:
-            self._start_server(state, S3_PART, self._seaweed(state), deadline)
-        except StackError:
-            # A port found free a moment ago can be taken before SeaweedFS binds it (it also
-            # binds each port + 10000): once more, on fresh ports.
-            self.progress("SeaweedFS could not start: retrying on fresh ports")
-            fresh = free_ports(len(SeaweedS3.PORT_NAMES), state.host, with_grpc_twin=True)
-            state.ports.seaweed = dict(zip(SeaweedS3.PORT_NAMES, fresh, strict=True))
-            self._start_server(state, S3_PART, self._seaweed(state), deadline)
+        self._start_s3(state, deadline)
         ensure_buckets(state, timeout_s=max(1.0, deadline - time.monotonic()))
         self.progress("buckets ready")
 
@@ -183,6 +175,21 @@ class LocalStack:
         state.user.user_id, state.s3_user = access.user_id, access.s3
         save_state(state)
         self.progress(f"default user {state.user.name!r} ready")
+
+    def _start_s3(self, state: StackState, deadline: float) -> None:
+        """SeaweedFS; once more on fresh ports if it exited while starting: a port found free
+        a moment ago can be taken before it binds it (it binds each port + 10000 too). One
+        still starting when time ran out keeps its record (so `down` stops it) and no twin."""
+        try:
+            self._start_server(state, S3_PART, self._seaweed(state), deadline)
+        except StackError:
+            first = state.processes.get(S3_PART)
+            if first is None or first.process() is not None:
+                raise
+            self.progress("SeaweedFS exited while starting: retrying on fresh ports")
+            fresh = free_ports(len(SeaweedS3.PORT_NAMES), state.host, with_grpc_twin=True)
+            state.ports.seaweed = dict(zip(SeaweedS3.PORT_NAMES, fresh, strict=True))
+            self._start_server(state, S3_PART, self._seaweed(state), deadline)
 
     @staticmethod
     def _nats_server(state: StackState) -> NatsServer:

@@ -33,6 +33,7 @@ from rondo.errors import (
     ConnectionFailed,
     InvalidInput,
     NotLoggedIn,
+    OutputsPending,
     RondoError,
 )
 
@@ -63,7 +64,7 @@ def exit_code_for(error: RondoError) -> ExitCode:
         if error.is_auth_error or error.is_server_error:
             return ExitCode.UNREACHABLE
         return ExitCode.INVALID
-    if isinstance(error, ConnectionFailed | NotLoggedIn | ChecksumMismatch):
+    if isinstance(error, ConnectionFailed | NotLoggedIn | ChecksumMismatch | OutputsPending):
         return ExitCode.UNREACHABLE
     if isinstance(error, InvalidInput):
         return ExitCode.INVALID

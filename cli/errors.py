@@ -49,3 +49,7 @@ class InvalidInput(RondoError):
 
 class ChecksumMismatch(RondoError):
     """A downloaded file does not match the checksum the object store holds for it."""
+
+
+class OutputsPending(RondoError):
+    """The job ended, but the platform has not finished writing its outputs in time."""

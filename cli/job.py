@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from rondo.contracts.api import JobMetrics, JobPublic, JobStreamEvent, RoundPublic
-from rondo.errors import ApiError, ConnectionFailed
+from rondo.errors import ApiError, ConnectionFailed, OutputsPending
 from rondo.transfers import TransferListener
 
 if TYPE_CHECKING:
     from rondo.client import Client
 
-# How long to wait for a checkpoint that a just-finished round has not written yet.
-OUTPUTS_SETTLE_S = 30.0
+# How long to wait for an ended job's outputs to be written, or for the checkpoint of a
+# running job's first round to appear.
+OUTPUTS_SETTLE_S = 60.0
+OUTPUTS_POLL_S = 0.5
 
 RECONNECT_DELAY_S = 1.0
 GLOBAL_MODEL = "global_model.pt"
@@ -128,17 +130,33 @@ class Job:
     ) -> Path:
         """Fetch `model_out/global_model.pt` (or the checkpoint of round `round`) into
         `target` (default: the file's name in the current folder), verified against its
-        checksum. Load it with `model.load_state_dict(torch.load(path))`."""
+        checksum. Load it with `model.load_state_dict(torch.load(path))`.
+
+        Of an ended job, the final file: waits until the platform has written every output
+        (raises `OutputsPending` after `OUTPUTS_SETTLE_S`). Of a running job, the latest one.
+        """
         name = model_file_name(round)
         key = f"{self.view.files_prefix.rstrip('/')}/model_out/{name}"
         target = target or Path.cwd() / name
-        # The artifacts service writes a round's checkpoint moments after the round (and so
-        # the job) completes: right after FINISHED, give it a little time to appear.
         deadline = time.monotonic() + OUTPUTS_SETTLE_S
+        self.wait_for_outputs(deadline)
         while True:
             try:
                 return self._client.files.download(key, target, listener)
             except ApiError as error:
                 if error.status_code != 404 or time.monotonic() > deadline:
                     raise
-            time.sleep(0.5)
+            time.sleep(OUTPUTS_POLL_S)
+
+    def wait_for_outputs(self, deadline: float) -> None:
+        """If the job has ended, wait until its outputs are written (`outputs_written_at`);
+        raises `OutputsPending` at `deadline` (a `time.monotonic()` value)."""
+        while self.refresh().state.is_terminal and self.view.outputs_written_at is None:
+            if time.monotonic() > deadline:
+                raise OutputsPending(
+                    f"job {self.id} is {self.view.state} but its outputs are still being "
+                    "written; global_model.pt may hold an earlier round",
+                    "Try again in a minute; if it persists, check that the artifacts service "
+                    "is healthy (`rondo status` for a local stack) and read its log.",
+                )
+            time.sleep(OUTPUTS_POLL_S)

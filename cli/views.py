@@ -85,6 +85,8 @@ def job_view(job: JobPublic, rounds: list[RoundPublic]) -> RenderableType:
             (str(panel.disconnected), "red" if panel.disconnected else ""),
         )
     )
+    if job.state.is_terminal:
+        parts.append(_outputs_line(job))
     if job.slots:
         parts.append(_slots_table(job))
     if rounds:
@@ -99,6 +101,15 @@ def job_view(job: JobPublic, rounds: list[RoundPublic]) -> RenderableType:
             )
         )
     return Panel(Group(*parts), title="Rondo job", title_align="left")
+
+
+def _outputs_line(job: JobPublic) -> Text:
+    """Whether an ended job's outputs are final yet (downloads before may be stale)."""
+    if job.outputs_written_at is None:
+        return Text.assemble("outputs  ", ("being written", "yellow"))
+    return Text.assemble(
+        "outputs  ", ("written", "green"), f" {_when(job.outputs_written_at)}  ({job.files_prefix})"
+    )
 
 
 def _slots_table(job: JobPublic) -> Table:

@@ -57,6 +57,11 @@ class JobPublic(BaseModel):
     error: JobError | None = None
     config: TrainingConfig
     files_prefix: str = Field(description="Bucket prefix of the job's folder")
+    outputs_written_at: datetime | None = Field(
+        default=None,
+        description="When the ended job's model files and reports became final; until then "
+        "`global_model.pt` and the reports may still hold an earlier round",
+    )
 
 
 class JobList(BaseModel):
@@ -88,7 +93,7 @@ class JobStreamEvent(StrEnum):
 
     SNAPSHOT = "snapshot"  # JobPublic, sent first on connect
     STATE = "state"  # JobPublic after a state transition
-    PROGRESS = "progress"  # JobPublic after a reason/panel/round change
+    PROGRESS = "progress"  # JobPublic after a reason/panel/round/outputs change
     FAILED = "failed"  # JobPublic with its `error` set
     ROUND = "round"  # RoundPublic
     LOG = "log"  # LogLines: new lines of one log source

@@ -149,6 +149,22 @@ class JobFinished(JobEvent):
     last_round: int
 
 
+# --- Artifacts -> everyone ------------------------------------------------------------------
+
+
+class JobOutputsWritten(JobEvent):
+    """An ended job's model files and reports are final: `global_model.pt`, `best_model.pt`,
+    `model_round_{r}.pt`, `metrics.json`, `training_log.txt` and `fl_round_complete.json` hold
+    its last round (before this they may still hold an earlier one), and the logs received so
+    far are written. Clients' out_dir files are staged on their own and may still follow."""
+
+    SUBJECT: ClassVar[str] = "rondo.job.outputs_written"
+
+    rounds_written: int = Field(
+        description="Rounds whose checkpoint and report lines are written (latest round + 1)"
+    )
+
+
 # --- Scheduler -> one worker-agent ------------------------------------------------------------
 
 
@@ -375,6 +391,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     JobProgress,
     JobFailed,
     JobFinished,
+    JobOutputsWritten,
     JobDispatched,
     RunStopRequested,
     WorkerHeartbeat,

@@ -104,6 +104,7 @@ class Durables:
     GATEWAY_STATE = "gateway-job-state"
     GATEWAY_PROGRESS = "gateway-job-progress"
     GATEWAY_FAILED = "gateway-job-failed"
+    GATEWAY_OUTPUTS = "gateway-job-outputs-written"
     GATEWAY_ROUNDS = "gateway-round-completed"
     GATEWAY_LOGS = "gateway-logs"
     ARTIFACTS_SUBMITTED = "artifacts-job-submitted"

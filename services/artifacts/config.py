@@ -19,6 +19,8 @@ class ArtifactsSettings(ServiceSettings):
     - `RONDO_ARTIFACTS_RETRY_DELAY_S`: first redelivery delay of an event that cannot be handled
       yet (job not known yet, S3 or NATS unreachable); it grows with each redelivery.
     - `RONDO_ARTIFACTS_MULTIPART_THRESHOLD_MB`: uploads at least this large go multipart.
+    - `RONDO_ARTIFACTS_LAST_ROUND_WAIT_S`: how long an ended job's outputs wait for its last
+      round's checkpoint before they are announced written without it.
     """
 
     artifacts_database_url: str | None = Field(
@@ -28,6 +30,11 @@ class ArtifactsSettings(ServiceSettings):
     artifacts_retry_delay_s: float = Field(default=2.0, gt=0)
     artifacts_max_retry_delay_s: float = Field(default=30.0, gt=0)
     artifacts_multipart_threshold_mb: int = Field(default=64, ge=5)
+    artifacts_last_round_wait_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="An ended job's last round not recorded after this long is given up",
+    )
     artifacts_ack_wait_s: float = Field(
         default=300.0, gt=0, description="How long one checkpoint or file copy may take"
     )

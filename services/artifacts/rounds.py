@@ -86,12 +86,17 @@ class RoundRecorder:
             await self._write_reports(location)
         await self._staging.delete(event.checkpoint_object)
 
-    async def refresh(self, job_id: str) -> None:
-        """Bring the model pointers and the reports up to date (job finished or failed)."""
+    async def refresh(self, job_id: str) -> int:
+        """Bring the model pointers and the reports up to date (job finished or failed).
+
+        Returns how many rounds they cover (the latest recorded round + 1; 0 with none). A
+        round being recorded when this is called is waited for and covered.
+        """
         location = self._store.location(job_id)
         async with self._locks[job_id]:
             await self._update_models(location, fresh=None)
             await self._write_reports(location)
+            return rounds_covered(self._store.rounds(job_id))
 
     async def _update_models(self, location: JobLocation, fresh: tuple[int, Path] | None) -> None:
         rounds = {r.round: r for r in self._store.rounds(location.job_id)}
@@ -139,6 +144,11 @@ class RoundRecorder:
         )
         for key, body in reports:
             await asyncio.to_thread(self._writer.put_bytes, location.bucket, key, body)
+
+
+def rounds_covered(rounds: list[RoundRecord]) -> int:
+    """The latest recorded round + 1: what `global_model.pt` and the reports cover."""
+    return max((r.round for r in rounds), default=-1) + 1
 
 
 def _round_record(event: RoundCompleted, sha256: str) -> RoundRecord:

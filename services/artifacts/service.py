@@ -5,10 +5,13 @@ Subscriptions (durable pull consumers):
 - `round.completed` → checkpoints and reports (`rondo.artifacts.rounds`)
 - `artifact.staged` → user `out_dir` files (`rondo.artifacts.staged_files`)
 - `logs.*`          → log lines (`rondo.artifacts.logs`), uploaded every flush interval
-- `job.finished` / `job.failed` → final flush of the logs and the reports
-Outcome of an event: handled → ack; job not known yet or S3/NATS/database trouble → nack with a
-growing delay (redelivered, never dropped); an event that can never be handled (unsafe path,
-checksum mismatch, staged object gone) → logged and rejected.
+- `job.finished` / `job.failed` → final flush of the logs and the reports, once the job's last
+  round is recorded (or given up on after `artifacts_last_round_wait_s`); then
+  `job.outputs_written` says the outputs no longer change
+Outcome of an event: handled → ack; job not known yet, last round not recorded yet, or
+S3/NATS/database trouble → nack with a growing delay (redelivered, never dropped); an event
+that can never be handled (unsafe path, checksum mismatch, staged object gone) → logged and
+rejected.
 """
 
 import logging
@@ -33,14 +36,16 @@ from rondo.artifacts.staged_files import StagedFileCopier
 from rondo.artifacts.staging import ChecksumMismatch, StagedObjectMissing, StagingArea
 from rondo.artifacts.store import ArtifactsStore, JobNotKnown, make_store
 from rondo.artifacts.writer import BucketWriter
-from rondo.contracts.bus import declare_streams, make_broker, register_health
+from rondo.contracts.bus import declare_streams, make_broker, publish, register_health
 from rondo.contracts.events import (
     ArtifactStaged,
     JobFailed,
     JobFinished,
+    JobOutputsWritten,
     JobSubmitted,
     LogBatch,
     RoundCompleted,
+    utc_now,
 )
 from rondo.contracts.storage import S3Client, platform_s3_client
 from rondo.contracts.subjects import (
@@ -58,6 +63,11 @@ logger = logging.getLogger(__name__)
 
 NEVER_VALID = (UnsafePath, ChecksumMismatch, StagedObjectMissing, BadLogSource)
 TRANSIENT = (BotoCoreError, ClientError, NatsError, OperationalError, OSError, TimeoutError)
+
+
+class LastRoundPending(Exception):
+    """An ended job's last round is not recorded yet (its `round.completed` is still on the
+    way): its outputs are not final."""
 
 
 @dataclass
@@ -79,6 +89,10 @@ class RetryPolicy:
         except JobNotKnown as error:
             delay = self.delay(message)
             logger.info("%s: job %s not known yet; retry in %.1f s", what, error, delay)
+            raise NackMessage(delay=delay) from error
+        except LastRoundPending as error:
+            delay = self.delay(message)
+            logger.info("%s: %s; retry in %.1f s", what, error, delay)
             raise NackMessage(delay=delay) from error
         except NEVER_VALID as error:
             logger.error("%s refused: %s: %s", what, type(error).__name__, error)
@@ -196,10 +210,32 @@ def build_service(
         async with retry.handling(message, f"logs of job {event.job_id}"):
             logs.add(event)
 
-    async def finish(job_id: str, bucket: str, prefix: str) -> None:
-        store.save_location(JobLocation(job_id, bucket, prefix))
+    async def finish(event: JobFinished | JobFailed) -> None:
+        """Final flush; then announce the outputs final, unless the last round is still on
+        its way (retried until `artifacts_last_round_wait_s` after the job ended)."""
+        job_id = event.job_id
+        store.save_location(JobLocation(job_id, event.bucket, event.prefix))
         await logs.flush(job_id)
-        await handlers.round_recorder().refresh(job_id)
+        covered = await handlers.round_recorder().refresh(job_id)
+        if covered < event.last_round:
+            waited_s = (utc_now() - event.occurred_at).total_seconds()
+            if waited_s < settings.artifacts_last_round_wait_s:
+                raise LastRoundPending(
+                    f"round {event.last_round - 1} of job {job_id} is not recorded yet"
+                )
+            logger.warning(
+                "job %s ended after %d rounds but only %d were recorded in %.0f s: "
+                "outputs announced without the rest",
+                job_id,
+                event.last_round,
+                covered,
+                waited_s,
+            )
+        # Derived id: a redelivered end event announces once (JetStream de-duplication).
+        written = JobOutputsWritten(
+            event_id=f"{event.event_id}.outputs", job_id=job_id, rounds_written=covered
+        )
+        await publish(broker, written)
 
     @broker.subscriber(
         JobFinished.SUBJECT,
@@ -211,7 +247,7 @@ def build_service(
         """Final flush of logs and reports."""
         tag_job(event.job_id)
         async with retry.handling(message, f"job.finished of {event.job_id}"):
-            await finish(event.job_id, event.bucket, event.prefix)
+            await finish(event)
 
     @broker.subscriber(
         JobFailed.SUBJECT,
@@ -223,7 +259,7 @@ def build_service(
         """Final flush; everything written so far stays (partial outputs are kept)."""
         tag_job(event.job_id)
         async with retry.handling(message, f"job.failed of {event.job_id}"):
-            await finish(event.job_id, event.bucket, event.prefix)
+            await finish(event)
 
     register_health(broker, SERVICE)
 

@@ -133,6 +133,11 @@ class Job(GatewayModel, table=True):
     idempotency_key: str | None = None
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime, index=True)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+    outputs_written_at: datetime | None = Field(
+        default=None,
+        sa_type=UTCDateTime,
+        description="When the artifacts service announced the ended job's outputs final",
+    )
     snapshot_at: datetime | None = Field(
         default=None,
         sa_type=UTCDateTime,
@@ -224,6 +229,7 @@ def job_public(job: Job) -> JobPublic:
         error=JobError.model_validate(job.error) if job.error else None,
         config=TrainingConfig.model_validate(job.config),
         files_prefix=job.files_prefix,
+        outputs_written_at=job.outputs_written_at,
     )
 
 

@@ -8,6 +8,7 @@ Idempotent under redelivery and reordering between the consumers:
   already applied (`Job.snapshot_at`) nor that very event again, and a terminal state is never
   left;
 - a transition is recorded once per (job, state); a round once per (job, round, run_id);
+- the outputs' completion is recorded once (the first announcement's time);
 - events for jobs the gateway does not know are logged and acknowledged.
 """
 
@@ -26,6 +27,7 @@ from rondo.contracts.api import JobError, JobPublic, JobStreamEvent, RoundPublic
 from rondo.contracts.events import (
     Event,
     JobFailed,
+    JobOutputsWritten,
     JobProgress,
     JobStateChanged,
     RoundCompleted,
@@ -48,6 +50,14 @@ def _known_job(session: Session, job_id: str, what: str) -> Job | None:
     if job is None:
         logger.warning("%s for unknown job %s: ignored", what, job_id)
     return job
+
+
+def _saved_view(session: Session, job: Job) -> JobPublic:
+    """Commit the job's changes; its view as the API shows it."""
+    session.add(job)
+    session.commit()
+    session.refresh(job)
+    return job_public(job)
 
 
 def _apply_snapshot(job: Job, event: JobStateChanged | JobProgress) -> bool:
@@ -102,10 +112,7 @@ def apply_state_changed(session: Session, event: JobStateChanged) -> JobPublic |
     recorded = _record_transition(session, job, event)
     if not (applied or recorded):
         return None
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    return job_public(job)
+    return _saved_view(session, job)
 
 
 def apply_progress(session: Session, event: JobProgress) -> JobPublic | None:
@@ -113,10 +120,7 @@ def apply_progress(session: Session, event: JobProgress) -> JobPublic | None:
     job = _known_job(session, event.job_id, "progress")
     if job is None or not _apply_snapshot(job, event):
         return None
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    return job_public(job)
+    return _saved_view(session, job)
 
 
 def apply_failed(session: Session, event: JobFailed) -> JobPublic | None:
@@ -129,10 +133,17 @@ def apply_failed(session: Session, event: JobFailed) -> JobPublic | None:
         return None  # redelivered
     job.error = error.model_dump(mode="json")
     job.updated_at = max(job.updated_at, event.occurred_at)
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    return job_public(job)
+    return _saved_view(session, job)
+
+
+def apply_outputs_written(session: Session, event: JobOutputsWritten) -> JobPublic | None:
+    """Record that the ended job's outputs are final; returns the job's new view if new."""
+    job = _known_job(session, event.job_id, "outputs written")
+    if job is None or job.outputs_written_at is not None:
+        return None
+    job.outputs_written_at = event.occurred_at
+    job.updated_at = max(job.updated_at, event.occurred_at)
+    return _saved_view(session, job)
 
 
 def apply_round_completed(session: Session, event: RoundCompleted) -> RoundPublic | None:
@@ -168,7 +179,7 @@ def apply_round_completed(session: Session, event: RoundCompleted) -> RoundPubli
 def register_read_model(broker: NatsBroker, engine: Engine, hub: JobEventHub) -> None:
     """Subscribe the read-model consumers on `broker` (before it starts).
 
-    The four consumers run concurrently; their DB work is serialized by one lock (a job row's
+    The consumers run concurrently; their DB work is serialized by one lock (a job row's
     read-check-write must not interleave with another consumer's) and runs in a worker thread
     (SQLite may wait on a lock). The hub is published to from the event loop. A handler that
     raises is nacked and the event redelivered.
@@ -219,6 +230,17 @@ def register_read_model(broker: NatsBroker, engine: Engine, hub: JobEventHub) ->
     async def on_failed(event: JobFailed) -> None:
         view = await run_in_session(apply_failed, event)
         announce(event.job_id, JobStreamEvent.FAILED, view)
+
+    @broker.subscriber(
+        JobOutputsWritten.SUBJECT,
+        stream=JOBS_STREAM.ref,
+        durable=Durables.GATEWAY_OUTPUTS,
+        pull_sub=PULL,
+        title="gateway:job.outputs_written",
+    )
+    async def on_outputs_written(event: JobOutputsWritten) -> None:
+        view = await run_in_session(apply_outputs_written, event)
+        announce(event.job_id, JobStreamEvent.PROGRESS, view)
 
     @broker.subscriber(
         RoundCompleted.SUBJECT,

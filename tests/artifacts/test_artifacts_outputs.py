@@ -1,15 +1,19 @@
 """The artifacts service end to end: real nats-server + SeaweedFS, service broker in-process."""
 
+import asyncio
 import hashlib
 import io
 import json
 import logging
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
+import nats
 import pytest
 import torch
 from artifacts_helpers import Bus, download, eventually, list_keys, read_key
+from nats.aio.msg import Msg
 from torch import nn
 
 from rondo.artifacts.layout import JobLocation
@@ -18,12 +22,15 @@ from rondo.artifacts.service import ArtifactsService
 from rondo.artifacts.store import JobNotKnown
 from rondo.contracts.events import (
     ArtifactStaged,
+    JobFailed,
     JobFinished,
+    JobOutputsWritten,
     JobSubmitted,
     LogBatch,
     LogSource,
     RoundCompleted,
     WorkerContribution,
+    utc_now,
 )
 from rondo.contracts.states import JobState
 from rondo.contracts.storage import S3Client
@@ -319,3 +326,67 @@ async def test_log_batches_are_assembled_once_per_line(
         what="client_0.log after the job finished",
     )
     assert log("server.log") == expected_server
+
+
+async def test_outputs_are_announced_written_once_the_last_round_is_in(
+    artifacts_service: ArtifactsService, bus: Bus, s3: S3Client, bucket: str
+) -> None:
+    """`job.outputs_written` comes only when the reports and `global_model.pt` hold the job's
+    last round, even when `job.finished` overtakes that round's event; a round that never
+    arrives is given up after `artifacts_last_round_wait_s`."""
+    job = await known_job(artifacts_service, bus, bucket)
+    location = JobLocation(job.job_id, bucket, job.prefix)
+    announced: list[JobOutputsWritten] = []
+
+    async def on_message(message: Msg) -> None:
+        announced.append(JobOutputsWritten.model_validate_json(message.data))
+
+    def announcements(job_id: str) -> list[JobOutputsWritten]:
+        return [event for event in announced if event.job_id == job_id]
+
+    def log_lines() -> int:
+        body = read_key(s3, bucket, location.training_log)
+        return len(body.splitlines()) if body else 0
+
+    listener = await nats.connect(artifacts_service.settings.nats_servers)
+    try:
+        await listener.subscribe(JobOutputsWritten.SUBJECT, cb=on_message)
+        await bus.publish(await stage_round(bus, job.job_id, "run-a", 0, fill=0.0, loss=1.0))
+        await eventually(lambda: log_lines() == 1, what="round 0 recorded")
+
+        finished = JobFinished(
+            job_id=job.job_id,
+            bucket=bucket,
+            prefix=job.prefix,
+            state=JobState.FINISHED,
+            last_round=2,
+        )
+        await bus.publish(finished)
+        await bus.publish(finished)  # same event_id: JetStream drops it
+        await asyncio.sleep(1.5)  # several redeliveries of job.finished (0.2-0.5 s apart)
+        assert announcements(job.job_id) == []
+
+        await bus.publish(await stage_round(bus, job.job_id, "run-a", 1, fill=1.0, loss=0.5))
+        await eventually(lambda: bool(announcements(job.job_id)), what="outputs written")
+        assert [e.rounds_written for e in announcements(job.job_id)] == [2]
+        assert log_lines() == 2
+        pointers = artifacts_service.handlers.store.model_pointers(job.job_id)
+        assert pointers.global_round == 1
+
+        # The last round never comes: announced anyway once the wait is over.
+        lost = await known_job(artifacts_service, bus, bucket)
+        wait_s = artifacts_service.settings.artifacts_last_round_wait_s
+        await bus.publish(
+            JobFailed(
+                job_id=lost.job_id,
+                bucket=bucket,
+                prefix=lost.prefix,
+                message="worker lost",
+                last_round=3,
+                occurred_at=utc_now() - timedelta(seconds=wait_s + 1),
+            )
+        )
+        await eventually(lambda: bool(announcements(lost.job_id)), what="outputs given up")
+        assert [e.rounds_written for e in announcements(lost.job_id)] == [0]
+    finally:
+        await listener.close()

@@ -69,6 +69,8 @@ def test_cli_submits_watches_and_downloads_the_demo(
     assert {job["state"] for job in finished["items"]} == {"FINISHED"}
     status = json.loads(run_rondo(cli_env, "status", job_id, "--json").stdout)
     assert status["state"] == "FINISHED" and status["current_round"] == 2
+    assert status["outputs_written_at"] is not None  # `download` waited for them
+    assert "outputs  written" in run_rondo(cli_env, "status", job_id).stdout
     metrics = json.loads(run_rondo(cli_env, "metrics", job_id, "--json").stdout)
     assert [entry["round"] for entry in metrics["rounds"]] == [0, 1]
     plotted = run_rondo(cli_env, "metrics", job_id, "--plot")
@@ -123,6 +125,7 @@ def test_sdk_submits_a_model_class_and_fetches_the_model(
 
     assert first.event == "snapshot" and first.job is not None and first.job.id == job.id
     assert final.state == JobState.FINISHED, final
+    assert job.view.outputs_written_at is not None  # download_model waited for them
     assert final.config.model_class == "DigitsCNN"
     model_def.DigitsCNN().load_state_dict(torch.load(path))
 

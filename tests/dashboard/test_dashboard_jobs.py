@@ -96,6 +96,8 @@ def test_demo_job_from_the_form_runs_to_finished_live_and_its_outputs_open(
     expect(charts.locator("figcaption > span:first-child")).to_have_text(["loss", "accuracy"])
     expect(charts.first.locator("circle")).to_have_count(DEMO_ROUNDS)
     expect(page.locator(".log-view")).not_to_contain_text("No server log lines here")
+    # The outputs become final moments after FINISHED: the page hears it live.
+    expect(page.locator("[data-field=outputs]")).to_contain_text("Written", timeout=60_000)
     dashboard.assert_not_reloaded()
     dashboard.screenshot("job-detail-finished")
 

@@ -44,6 +44,7 @@ def test_demo_job_runs_to_finished_with_every_output(platform: Platform, tmp_pat
     assert [t["state"] for t in job["transitions"]] == ["PENDING", "RUNNING", "FINISHED"]
     assert job["current_round"] == DEMO_ROUNDS
     assert job["workers"]["total"] == 2
+    platform.wait_for_outputs(job["id"])
 
     out = "jobs/digits-e2e/files_out/"
     models = "jobs/digits-e2e/model_out/"
@@ -62,6 +63,7 @@ def test_demo_job_runs_to_finished_with_every_output(platform: Platform, tmp_pat
     }
     expected |= {f"{models}{name}" for name in ("global_model.pt", "best_model.pt")}
     expected |= {f"{models}model_round_{r}.pt" for r in range(DEMO_ROUNDS)}
+    # The clients' out_dir files are staged on their own: they may come after the reports.
     assert not platform.wait_for_objects(expected), "outputs missing"
 
     metrics = json.loads(platform.read(f"{out}metrics.json"))
@@ -114,8 +116,9 @@ def test_job_with_its_own_nvflare_app_runs_as_given(platform: Platform) -> None:
     job = platform.wait_for_state(response.json()["id"])
 
     assert job["state"] == JobState.FINISHED, job
+    platform.wait_for_outputs(job["id"])
     models = "jobs/hosted-e2e/model_out/"
-    assert not platform.wait_for_objects([f"{models}global_model.pt", f"{models}model_round_1.pt"])
+    assert not {f"{models}global_model.pt", f"{models}model_round_1.pt"} - set(platform.objects())
     metrics = json.loads(platform.read("jobs/hosted-e2e/files_out/metrics.json"))
     # Samples-weighted FedAvg of the sites' loss values 1.0 (3 samples) and 4.0 (1 sample).
     assert metrics["rounds"][-1]["loss"] == pytest.approx(1.75)

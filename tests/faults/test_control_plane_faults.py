@@ -89,8 +89,9 @@ def test_stop_finishes_with_the_completed_rounds(platform: Platform, tmp_path: P
     assert not platform.wait_no_nvflare_processes(timeout_s=left), "processes outlived stop"
 
     # The final model is the last completed round's, once the artifacts service wrote it.
+    platform.wait_for_outputs(job_id)
     models = "jobs/stopped/model_out/"
-    assert not platform.wait_for_objects([f"{models}global_model.pt", f"{models}model_round_1.pt"])
+    assert not {f"{models}global_model.pt", f"{models}model_round_1.pt"} - set(platform.objects())
     metrics = json.loads(platform.read("jobs/stopped/files_out/metrics.json"))
     assert [entry["round"] for entry in metrics["rounds"]] == [0, 1]
     final = platform.read(f"{models}global_model.pt")

@@ -3,7 +3,7 @@ job's live SSE stream; redelivered and stale events change nothing."""
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 from faststream.nats import NatsBroker
@@ -22,6 +22,7 @@ from rondo.contracts.events import (
     FailureCause,
     JobError,
     JobFailed,
+    JobOutputsWritten,
     JobProgress,
     JobSnapshot,
     JobStateChanged,
@@ -192,6 +193,51 @@ async def test_failed_state_arrives_with_its_error(
 
     job = await eventually(failed)
     assert job["error"] == error.model_dump(mode="json")
+
+
+async def test_outputs_written_is_recorded_once_and_streamed(
+    client: httpx.AsyncClient, make_user: MakeUser, s3: S3Client, publisher: NatsBroker
+) -> None:
+    """An ended job says when its outputs became final: the first announcement counts (a
+    redelivery with a new id changes nothing), and live listeners hear it."""
+    user = make_user()
+    job_id = await _submit(client, user, s3)
+    await publish(
+        publisher,
+        JobStateChanged(
+            job_id=job_id,
+            previous_state=JobState.RUNNING,
+            snapshot=_running(job_id, state=JobState.FINISHED, current_round=2),
+        ),
+    )
+
+    async def finished() -> dict[str, object] | None:
+        body = (await client.get(f"/api/jobs/{job_id}", headers=auth(user))).json()
+        return body if body["state"] == "FINISHED" else None
+
+    assert (await eventually(finished))["outputs_written_at"] is None
+    written = JobOutputsWritten(job_id=job_id, rounds_written=2)
+    async with (
+        asyncio.timeout(15),
+        client.stream("GET", f"/api/jobs/{job_id}/events", headers=auth(user)) as response,
+    ):
+        events = sse_events(response)
+        kind, data = await anext(events)
+        assert (kind, data["outputs_written_at"]) == ("snapshot", None)
+        await publish(publisher, written)
+        kind, data = await anext(events)
+        assert kind == "progress"
+        assert data["state"] == "FINISHED"
+        assert data["outputs_written_at"] is not None
+
+    later = written.model_copy(
+        update={"event_id": "redelivered", "occurred_at": written.occurred_at + timedelta(1)}
+    )
+    await publish(publisher, later)
+    await asyncio.sleep(0.3)  # let the redelivery land
+    job = (await client.get(f"/api/jobs/{job_id}", headers=auth(user))).json()
+    assert job["outputs_written_at"] == data["outputs_written_at"]
+    assert datetime.fromisoformat(job["outputs_written_at"]) == written.occurred_at
 
 
 async def test_sse_sends_a_snapshot_then_live_changes(

@@ -121,6 +121,16 @@ class Platform:
             job = self.job(job_id)
         return job
 
+    def wait_for_outputs(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """The ended job's view once the platform announced its outputs written (reports and
+        `global_model.pt` final); fails with the last view."""
+        deadline = time.monotonic() + timeout_s
+        while (job := self.job(job_id))["outputs_written_at"] is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"outputs not written after {timeout_s} s: {job}")
+            time.sleep(0.5)
+        return job
+
     # --- processes ----------------------------------------------------------------------
 
     def stack_processes(self) -> list[psutil.Process]:

@@ -93,6 +93,19 @@ function timeline(transitions) {
   );
 }
 
+/** An ended job's outputs: final once the platform says so (a download before may be stale). */
+function outputsStatus(job) {
+  if (!job.outputs_written_at)
+    return h("span", { class: "muted", dataset: { field: "outputs" } }, "Being written…");
+  const models = `${job.files_prefix}model_out/`;
+  return h(
+    "span",
+    { dataset: { field: "outputs" } },
+    h("a", { href: `/files?prefix=${encodeURIComponent(models)}` }, "Written"),
+    ` · ${formatTime(job.outputs_written_at)}`,
+  );
+}
+
 function details(job) {
   const config = job.config;
   const rows = [
@@ -108,6 +121,7 @@ function details(job) {
       h("a", { href: `/files?prefix=${encodeURIComponent(job.files_prefix)}` }, job.files_prefix),
     ],
   ];
+  if (!ACTIVE_STATES.has(job.state)) rows.push(["Outputs", outputsStatus(job)]);
   if (Object.keys(config.extra ?? {}).length) {
     rows.push(["Extra", h("span", { class: "mono" }, JSON.stringify(config.extra))]);
   }

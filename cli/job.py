@@ -132,8 +132,8 @@ class Job:
         `target` (default: the file's name in the current folder), verified against its
         checksum. Load it with `model.load_state_dict(torch.load(path))`.
 
-        Of an ended job, the final file: waits until the platform has written every output
-        (raises `OutputsPending` after `OUTPUTS_SETTLE_S`). Of a running job, the latest one.
+        Of an ended job, the final file: waits until the platform says its model files are
+        final (raises `OutputsPending` after `OUTPUTS_SETTLE_S`). Of a running job, the latest.
         """
         name = model_file_name(round)
         key = f"{self.view.files_prefix.rstrip('/')}/model_out/{name}"
@@ -149,8 +149,8 @@ class Job:
             time.sleep(OUTPUTS_POLL_S)
 
     def wait_for_outputs(self, deadline: float) -> None:
-        """If the job has ended, wait until its outputs are written (`outputs_written_at`);
-        raises `OutputsPending` at `deadline` (a `time.monotonic()` value)."""
+        """If the job has ended, wait until its model files and reports are final
+        (`outputs_written_at`); raises `OutputsPending` at `deadline` (`time.monotonic()`)."""
         while self.refresh().state.is_terminal and self.view.outputs_written_at is None:
             if time.monotonic() > deadline:
                 raise OutputsPending(

@@ -1,19 +1,25 @@
-"""The CLI's local parts without a stack: shards, ETags (against real SeaweedFS), options."""
+"""The CLI's local parts without a stack: shards, ETags (against real SeaweedFS), options,
+and how a download of an ended job waits for its outputs (against a scripted gateway)."""
 
 import json
 import zipfile
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
 
+from rondo import job as job_module
 from rondo.checksums import expected_etag, matches_etag, md5_of, multipart_etag
 from rondo.cli import main
+from rondo.client import Client
 from rondo.commands_jobs import parse_extra
+from rondo.contracts.api import JobPublic
 from rondo.contracts.storage import S3Client
-from rondo.errors import InvalidInput
+from rondo.errors import ApiError, InvalidInput, OutputsPending
+from rondo.job import Job
 from rondo.local_checks import check_shard
 from rondo.shards import make_shards, read_dataset
 
@@ -149,3 +155,62 @@ def test_local_errors_exit_2_or_3_without_a_traceback(tmp_path: Path) -> None:
         assert result.exit_code == code, (args, result.output)
         assert words in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def _ended_job(outputs_written_at: str | None) -> dict[str, object]:
+    return {
+        "id": "job-1",
+        "name": "digits",
+        "state": "FINISHED",
+        "created_at": "2026-11-25T10:00:00Z",
+        "updated_at": "2026-11-25T10:05:00Z",
+        "num_rounds": 5,
+        "current_round": 5,
+        "config": {},
+        "files_prefix": "jobs/digits/",
+        "outputs_written_at": outputs_written_at,
+    }
+
+
+class EndedJobGateway:
+    """Answers GET of the job with a scripted `outputs_written_at` per call (the last one
+    repeats); refuses the download URL, so only the order of requests matters."""
+
+    def __init__(self, written: list[str | None]) -> None:
+        self.written = written
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path == "/api/jobs/job-1":
+            at = self.written.pop(0) if len(self.written) > 1 else self.written[0]
+            return httpx.Response(200, json=_ended_job(at))
+        return httpx.Response(403, json={"code": "forbidden", "message": "not in this test"})
+
+
+def download_with(gateway: EndedJobGateway, tmp_path: Path) -> None:
+    with Client("http://gateway.test", "rondo_key", transport=httpx.MockTransport(gateway)) as c:
+        job = Job(c, JobPublic.model_validate(_ended_job(None)))
+        job.download_model(target=tmp_path / "model.pt")
+
+
+def test_download_of_an_ended_job_waits_for_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_module, "OUTPUTS_POLL_S", 0.01)
+    gateway = EndedJobGateway([None, None, "2026-11-25T10:05:02Z"])
+    with pytest.raises(ApiError):  # the download itself, only once the outputs are final
+        download_with(gateway, tmp_path)
+    assert gateway.paths == [*["/api/jobs/job-1"] * 3, "/api/files/download-url"]
+
+
+def test_download_of_an_ended_job_says_when_its_outputs_never_come(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_module, "OUTPUTS_POLL_S", 0.01)
+    monkeypatch.setattr(job_module, "OUTPUTS_SETTLE_S", 0.1)
+    gateway = EndedJobGateway([None])
+    with pytest.raises(OutputsPending, match="still being written") as raised:
+        download_with(gateway, tmp_path)
+    assert "artifacts service" in raised.value.hint
+    assert "/api/files/download-url" not in gateway.paths

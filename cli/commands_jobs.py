@@ -2,6 +2,7 @@
 
 import json
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,13 +26,16 @@ from rondo.client import Client
 from rondo.contracts.api import JobCreate, JobLogs, JobPublic, RoundPublic
 from rondo.contracts.states import JobState
 from rondo.contracts.training import GpuRequirements, TrainingConfig
-from rondo.errors import InvalidInput
+from rondo.errors import InvalidInput, OutputsPending
 from rondo.job import Job, JobUpdate
 from rondo.job_folder import read_job_folder
 from rondo.local_checks import check_local_job
 from rondo.views import job_view, jobs_table, metrics_plots, rounds_table
 
 LOG_POLL_INTERVAL_S = 1.0
+# A watched job's last frame waits this long for its outputs to become final (usually well
+# under a second after it ends), so it can say "outputs written" rather than "being written".
+OUTPUTS_SHOWN_WITHIN_S = 10.0
 DEFAULT_LOG_TAIL = 100
 
 JobId = Annotated[str, typer.Argument(help="The job's id (rondo jobs lists them).")]
@@ -173,6 +177,9 @@ def follow(client: Client, job: Job, as_json: bool) -> ExitCode:
                 live.update(job_view(job.view, rounds), refresh=True)
 
             final = job.wait(on_update=redraw)
+            with suppress(OutputsPending):
+                job.wait_for_outputs(time.monotonic() + OUTPUTS_SHOWN_WITHIN_S)
+            live.update(job_view(job.view, rounds), refresh=True)
     return ExitCode.OK if final.state == JobState.FINISHED else ExitCode.JOB_UNSUCCESSFUL
 
 

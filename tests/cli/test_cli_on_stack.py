@@ -55,6 +55,7 @@ def test_cli_submits_watches_and_downloads_the_demo(
     assert watched.returncode == 0, watched.stdout + watched.stderr
     job_id = submitted_id(watched.stdout)
     assert "FINISHED" in watched.stdout
+    assert "outputs  written" in watched.stdout  # the last frame waits for them
 
     downloaded = run_rondo(cli_env, "download", job_id, cwd=tmp_path)
     assert downloaded.returncode == 0, downloaded.stderr

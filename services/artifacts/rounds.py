@@ -69,7 +69,8 @@ class RoundRecorder:
                         checkpoint,
                     )
                     self._store.save_round(_round_record(event, sha256))
-                    await self._update_models(location, fresh=(event.round, checkpoint))
+                    rounds = self._store.rounds(event.job_id)
+                    await self._update_models(location, rounds, fresh=(event.round, checkpoint))
             except ChecksumMismatch:
                 await self._staging.delete(event.checkpoint_object)
                 raise
@@ -82,8 +83,9 @@ class RoundRecorder:
                     event.round,
                     event.job_id,
                 )
-                await self._update_models(location, fresh=None)
-            await self._write_reports(location)
+                rounds = self._store.rounds(event.job_id)
+                await self._update_models(location, rounds, fresh=None)
+            await self._write_reports(location, rounds)
         await self._staging.delete(event.checkpoint_object)
 
     async def refresh(self, job_id: str) -> int:
@@ -94,17 +96,22 @@ class RoundRecorder:
         """
         location = self._store.location(job_id)
         async with self._locks[job_id]:
-            await self._update_models(location, fresh=None)
-            await self._write_reports(location)
-            return rounds_covered(self._store.rounds(job_id))
+            rounds = self._store.rounds(job_id)
+            await self._update_models(location, rounds, fresh=None)
+            await self._write_reports(location, rounds)
+            return rounds_covered(rounds)
 
-    async def _update_models(self, location: JobLocation, fresh: tuple[int, Path] | None) -> None:
-        rounds = {r.round: r for r in self._store.rounds(location.job_id)}
-        best = best_round(list(rounds.values()))
+    async def _update_models(
+        self, location: JobLocation, rounds: list[RoundRecord], fresh: tuple[int, Path] | None
+    ) -> None:
+        """Make `global_model.pt` and `best_model.pt` hold the latest and best of `rounds`
+        (the job's recorded rounds)."""
+        best = best_round(rounds)
         if best is None:
             return
-        latest = rounds[max(rounds)]
-        winner = rounds[best.round]
+        by_number = {r.round: r for r in rounds}
+        latest = by_number[max(by_number)]
+        winner = by_number[best.round]
         pointers = self._store.model_pointers(location.job_id)
         if (pointers.global_round, pointers.global_sha256) != (
             latest.round,
@@ -133,8 +140,7 @@ class RoundRecorder:
             source = location.model_round(round_number)
             await asyncio.to_thread(self._writer.copy, location.bucket, source, key)
 
-    async def _write_reports(self, location: JobLocation) -> None:
-        rounds = self._store.rounds(location.job_id)
+    async def _write_reports(self, location: JobLocation, rounds: list[RoundRecord]) -> None:
         if not rounds:
             return
         reports = (

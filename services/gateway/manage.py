@@ -43,7 +43,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text
 
 
 @contextmanager
-def _session_and_storage() -> Iterator[tuple[Session, StorageAdmin, SecretBox]]:
+def _session_storage_and_secrets() -> Iterator[tuple[Session, StorageAdmin, SecretBox]]:
     settings = GatewaySettings()
     engine = make_engine(settings.database_url)
     try:
@@ -57,7 +57,7 @@ def _session_and_storage() -> Iterator[tuple[Session, StorageAdmin, SecretBox]]:
 def _run(operation: Callable[[Session, StorageAdmin, SecretBox], T]) -> T:
     """Run one operation; a refusal or a store failure ends the command with exit code 1."""
     try:
-        with _session_and_storage() as (session, storage, box):
+        with _session_storage_and_secrets() as (session, storage, box):
             return operation(session, storage, box)
     except (ManageError, StorageAdminError) as error:
         typer.echo(f"error: {error}", err=True)

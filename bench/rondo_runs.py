@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 
 from rondo.contracts.events import JobStateChanged, ProcessPhase, RunProcessChanged
 from rondo.contracts.states import JobState
+from rondo.contracts.subjects import subject_matches
 from rondo.stack.local import LocalStack
 
 # The end-to-end tests' view of a running stack (HTTP API, bucket, processes) is reused as is.
@@ -48,8 +49,9 @@ class BusEvent:
 class EventRecorder:
     """Every event on the job subjects, with the time it passed (own thread and loop)."""
 
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, connect_options: dict[str, str] | None = None) -> None:
         self._nats_url = nats_url
+        self._connect_options = connect_options or {}  # the bus identity, where auth is on
         self._events: list[BusEvent] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -61,7 +63,7 @@ class EventRecorder:
         asyncio.run_coroutine_threadsafe(self._subscribe(), self._loop).result(timeout=10)
 
     async def _subscribe(self) -> None:
-        self._connection = await nats.connect(self._nats_url)
+        self._connection = await nats.connect(self._nats_url, **self._connect_options)
         for subject in RECORDED_SUBJECTS:
             await self._connection.subscribe(subject, cb=self._on_message)
 
@@ -103,7 +105,7 @@ class RondoJob:
         ready = [
             event.at
             for event in self.events
-            if event.subject == RunProcessChanged.SUBJECT
+            if subject_matches(event.subject, RunProcessChanged.filter_subject())
             and event.data["phase"] == ProcessPhase.READY
         ]
         return max(ready) - self.submitted_at
@@ -120,7 +122,7 @@ class RondoJob:
 
 def _describe(event: BusEvent) -> str:
     data = event.data
-    if event.subject == RunProcessChanged.SUBJECT:
+    if subject_matches(event.subject, RunProcessChanged.filter_subject()):
         who = data["site_name"] if data["role"] == "client" else "FL server"
         return f"{who} {data['phase']}"
     if event.subject.endswith(".dispatch"):
@@ -217,12 +219,15 @@ class RondoBench:
 
 
 @contextmanager
-def rondo_stack(data_dir: Path, workers: int = 2) -> Iterator[RondoBench]:
-    """A local stack in `data_dir` for the duration of the block; everything stopped after."""
-    stack = LocalStack(data_dir)
+def rondo_stack(
+    data_dir: Path, workers: int = 2, trust_user_code: bool = False
+) -> Iterator[RondoBench]:
+    """A local stack in `data_dir` for the duration of the block; everything stopped after.
+    `trust_user_code`: the workers run user code unsandboxed (`rondo up --trust-user-code`)."""
+    stack = LocalStack(data_dir, trust_user_code=trust_user_code)
     state = stack.up(workers=workers).state
     platform = Platform(stack=stack, state=state)
-    recorder = EventRecorder(state.nats_url)
+    recorder = EventRecorder(state.nats_url, state.nats_connect_options())
     try:
         recorder.start()
         yield RondoBench(platform, recorder)

@@ -2,6 +2,7 @@
 simulator, on the same job: same model, data, rounds and training function, two clients.
 
     .venv/bin/python bench/round_overhead.py [--rounds 10] [--large] [--keep]
+        [--rondo-only] [--trust-user-code]
 
 Prints, for each way: wall time per round, local training time, overhead (wall - training)
 and the ratios to Rondo; Rondo's submit -> RUNNING latency (cold and warm requirements cache)
@@ -115,9 +116,9 @@ def stack_part(proc: psutil.Process) -> str:
 
 
 def run_rondo(
-    work: Path, rounds: int, large: bool
+    work: Path, rounds: int, large: bool, trust_user_code: bool = False
 ) -> tuple[list[Row], IdleCpu, RondoJob, RondoJob, RssSampler]:
-    with rondo_stack(work / "rondo") as rondo:
+    with rondo_stack(work / "rondo", trust_user_code=trust_user_code) as rondo:
         idle, cold = rondo_idle_cpu(rondo)
         with RssSampler(rondo.platform.stack_processes, stack_part) as rss:
             warm = rondo.run_to_end("bench-tiny", rondo_config("TinyNet", rounds))
@@ -212,7 +213,7 @@ def print_rounds(rows: list[Row], rounds: dict[str, int]) -> None:
             )
 
 
-def print_start(cold: RondoJob, warm: RondoJob, bare_start_s: float) -> None:
+def print_start(cold: RondoJob, warm: RondoJob, bare_start_s: float | None) -> None:
     print("\nSubmit -> RUNNING through Rondo (from POST /api/jobs):")
     print(f"{'':<42}{'RUNNING':>9}{'all connected':>15}")
     for label, job in (("cold requirements cache (builds the env)", cold), ("warm", warm)):
@@ -221,10 +222,11 @@ def print_start(cold: RondoJob, warm: RondoJob, bare_start_s: float) -> None:
         "  (RUNNING: the scheduler's state, set once the FL server and every client are ready; "
         "all connected: FL server up and every client registered)"
     )
-    print(
-        f"  (for scale: starting the bare deployment until both clients registered: "
-        f"{bare_start_s:.2f} s, before any job is submitted)"
-    )
+    if bare_start_s is not None:
+        print(
+            f"  (for scale: starting the bare deployment until both clients registered: "
+            f"{bare_start_s:.2f} s, before any job is submitted)"
+        )
     print("  where the warm start's time goes (seconds after the POST):")
     for offset, what in warm.start_timeline():
         print(f"    {offset:7.2f}  {what}")
@@ -264,20 +266,38 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="rounds of the TinyNet job")
     parser.add_argument("--large", action="store_true", help="also run the 25M-parameter model")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--rondo-only", action="store_true", help="skip the bare NVFlare and simulator baselines"
+    )
+    parser.add_argument(
+        "--trust-user-code",
+        action="store_true",
+        help="run the workers unsandboxed (rondo up --trust-user-code), to price the sandbox",
+    )
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (round 0 is not measured)")
 
     models = {"TinyNet": args.rounds} | ({"LargeNet": LARGE_ROUNDS} if args.large else {})
     work = Path(tempfile.mkdtemp(prefix="rondo-bench-"))
+    os.chmod(work, 0o711)  # sandboxed workers' uids pass through to their run folders
     print_load("at start")
+    print(f"[user code: {'trusted, unsandboxed' if args.trust_user_code else 'sandboxed'}]")
+    bare_rows: list[Row] = []
+    simulated: list[Row] = []
+    idle_rows: list[IdleCpu] = []
+    bare_start_s = None
     try:
         write_site_folders(work / "data", SITES)
         rondo_rows, rondo_idle, cold, warm, rss = timed(
-            "Rondo", lambda: run_rondo(work, args.rounds, args.large)
+            "Rondo", lambda: run_rondo(work, args.rounds, args.large, args.trust_user_code)
         )
-        bare_rows, bare_idle, bare_start_s = timed("bare NVFlare", lambda: run_bare(work, models))
-        simulated = timed("simulator", lambda: run_simulated(work, models))
+        if not args.rondo_only:
+            bare_rows, bare_idle, bare_start_s = timed(
+                "bare NVFlare", lambda: run_bare(work, models)
+            )
+            simulated = timed("simulator", lambda: run_simulated(work, models))
+            idle_rows = [bare_idle]
     finally:
         if args.keep:
             print(f"work folder kept: {work}")
@@ -287,7 +307,7 @@ def main() -> None:
     print_load("at end")
     print_rounds([*rondo_rows, *bare_rows, *simulated], models)
     print_start(cold, warm, bare_start_s)
-    print_idle([rondo_idle, bare_idle])
+    print_idle([rondo_idle, *idle_rows])
     print_memory(rss)
 
 

@@ -4,6 +4,7 @@ Jobs, files and shards commands live in `commands_*` modules, registered below.
 """
 
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,9 @@ from rondo import commands_files, commands_jobs, commands_shards, users_cli
 from rondo.cli_support import CliOptions
 from rondo.profile import Profile, save_profile
 from rondo.stack.local import LocalStack, StackError, StackStatus, UpResult
-from rondo.stack.state import load_state
+from rondo.stack.state import StackState, load_state
 from rondo.traces import SpanNode, job_traces, read_spans
+from rondo.worker_agent.sandbox import can_switch_users, closed_folders
 
 main = typer.Typer(
     name="rondo",
@@ -54,9 +56,22 @@ def up(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every part.")] = 120,
     login: Annotated[bool, typer.Option(help="Write the CLI profile for this stack.")] = True,
+    trust_user_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-user-code",
+            help="Run jobs' code as the workers' own user, unsandboxed (only if you trust "
+            "every job). Without it, workers sandbox user code when run as root and refuse "
+            "jobs otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Start the local stack (NATS, SeaweedFS S3, the services, N worker-agents) and log in."""
-    stack = LocalStack(data_dir, progress=lambda line: console.print(f"[dim]· {line}[/dim]"))
+    stack = LocalStack(
+        data_dir,
+        progress=lambda line: console.print(f"[dim]· {line}[/dim]"),
+        trust_user_code=trust_user_code,
+    )
     try:
         result = stack.up(workers=workers, timeout_s=timeout)
     except StackError as error:
@@ -86,10 +101,35 @@ def _print_up(result: UpResult, profile: Path | None) -> None:
         table.add_row("S3 access key id", state.s3_user.access_key)
         table.add_row("S3 secret key", state.s3_user.secret_key)
     table.add_row("Workers", ", ".join(a.agent_id for a in state.agents) or "none")
+    if state.agents:
+        table.add_row("User code", user_code_mode(state))
     table.add_row("Logs", str(state.logs_dir))
     if profile is not None:
         table.add_row("CLI profile", str(profile))
     console.print(table)
+
+
+def user_code_mode(state: StackState) -> str:
+    """How the workers run jobs' code: sandboxed uids, trusted, or not at all."""
+    if state.trust_user_code:
+        return "[yellow]trusted[/yellow]: runs as the workers' own user, unsandboxed"
+    if can_switch_users():
+        ranges = ", ".join(
+            f"{a.agent_id} {a.sandbox_uids_env}" for a in state.agents if a.sandbox_uids
+        )
+        mode = f"sandboxed: a separate uid per process ({ranges})"
+        closed = closed_folders(state.data_dir, Path(sys.executable))
+        if closed:
+            names = ", ".join(str(folder) for folder in closed)
+            mode += (
+                f"\n[red]but other users cannot pass through {escape(names)}[/red]: every job "
+                "will fail until you `chmod o+x` them (or move the data dir / interpreter)"
+            )
+        return mode
+    return (
+        "[red]refused[/red]: workers cannot switch users (not root); every job will fail. "
+        "Run as root, or pass --trust-user-code if you trust every job"
+    )
 
 
 @main.command()

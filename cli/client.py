@@ -32,6 +32,7 @@ from rondo.contracts.api import (
     JobPublic,
     WorkerList,
 )
+from rondo.contracts.layout import job_prefix
 from rondo.contracts.states import JobState
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 from rondo.errors import ApiError, ConnectionFailed, InvalidInput, NotLoggedIn
@@ -44,10 +45,6 @@ from rondo.transfers import SilentListener, TransferListener, Transfers
 MAX_PAGE = 200  # the API's largest `limit`
 SUBMIT_ATTEMPTS = 3
 SUBMIT_RETRY_DELAY_S = 2.0
-
-
-def job_prefix(name: str) -> str:
-    return f"jobs/{name}/"
 
 
 class Submission(NamedTuple):

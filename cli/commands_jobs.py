@@ -24,6 +24,7 @@ from rondo.cli_support import (
 )
 from rondo.client import Client
 from rondo.contracts.api import JobCreate, JobLogs, JobPublic, RoundPublic
+from rondo.contracts.layout import source_name
 from rondo.contracts.states import JobState
 from rondo.contracts.training import GpuRequirements, TrainingConfig
 from rondo.errors import InvalidInput, OutputsPending
@@ -237,7 +238,7 @@ def logs(
     """A job's server log, or one worker's."""
     if server and worker is not None:
         raise typer.BadParameter("give --worker N or --server, not both")
-    source = "server" if worker is None else f"client_{worker}"
+    source = source_name(worker)
     with open_client() as client:
         chunk = client.logs(job_id, source, tail=tail)
         _print_log(chunk, as_json)

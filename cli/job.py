@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from rondo.contracts.api import JobMetrics, JobPublic, JobStreamEvent, RoundPublic
+from rondo.contracts.layout import model_file_name, model_out_key
 from rondo.errors import ApiError, ConnectionFailed, OutputsPending
 from rondo.transfers import TransferListener
 
@@ -25,7 +26,6 @@ OUTPUTS_SETTLE_S = 60.0
 OUTPUTS_POLL_S = 0.5
 
 RECONNECT_DELAY_S = 1.0
-GLOBAL_MODEL = "global_model.pt"
 _JOB_EVENTS = {
     JobStreamEvent.SNAPSHOT,
     JobStreamEvent.STATE,
@@ -42,11 +42,6 @@ class JobUpdate(BaseModel):
     job: JobPublic | None = None
     round: RoundPublic | None = None
     data: Any = None
-
-
-def model_file_name(round_number: int | None) -> str:
-    """`global_model.pt` (the latest), or `model_round_{r}.pt`."""
-    return GLOBAL_MODEL if round_number is None else f"model_round_{round_number}.pt"
 
 
 class Job:
@@ -136,7 +131,7 @@ class Job:
         final (raises `OutputsPending` after `OUTPUTS_SETTLE_S`). Of a running job, the latest.
         """
         name = model_file_name(round)
-        key = f"{self.view.files_prefix.rstrip('/')}/model_out/{name}"
+        key = model_out_key(self.view.files_prefix.rstrip("/") + "/", name)
         target = target or Path.cwd() / name
         deadline = time.monotonic() + OUTPUTS_SETTLE_S
         self.wait_for_outputs(deadline)

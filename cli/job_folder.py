@@ -16,16 +16,27 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from rondo.contracts.layout import (
+    CONFIGS,
+    CONFIGS_DIR,
+    MODEL,
+    MODEL_DEF_FILE,
+    MODEL_DEF_KEY,
+    REQUIREMENTS,
+    REQUIREMENTS_FILE,
+    REQUIREMENTS_KEY,
+    SCRIPTS,
+    SHARD_SUFFIX,
+    SHARDS,
+    SHARDS_DIR,
+)
 from rondo.errors import InvalidInput
 
-MODEL_DEF = "model_def.py"
-REQUIREMENTS = "requirements.txt"
-SHARD_SUFFIX = ".zip"
 # Folders under jobs/{name}/ whose stale files would change what runs: a shard left over from
 # an earlier submission becomes an extra worker, a leftover configs/ turns the job into a custom
 # app. A submission removes what the local folder no longer has there, and nowhere else (a
 # warm-start checkpoint under model/ may exist only in the bucket).
-MIRRORED_FOLDERS = ("shards/", "configs/")
+MIRRORED_FOLDERS = (SHARDS_DIR, CONFIGS_DIR)
 
 
 class LocalJob(BaseModel):
@@ -35,7 +46,7 @@ class LocalJob(BaseModel):
 
     @property
     def shards(self) -> list[str]:
-        return sorted(key for key in self.files if key.startswith("shards/"))
+        return sorted(key for key in self.files if key.startswith(SHARDS_DIR))
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -61,7 +72,7 @@ def _shard_files(shards_dir: Path) -> dict[str, Path]:
             "put one shard ZIP per worker there (rondo shards make DATA --workers N --out DIR)",
         )
     zips = sorted(p for p in shards_dir.iterdir() if p.is_file() and p.suffix == SHARD_SUFFIX)
-    return {f"shards/{path.name}": path for path in zips}
+    return {SHARDS_DIR + path.name: path for path in zips}
 
 
 def read_job_folder(root: Path) -> LocalJob:
@@ -69,18 +80,18 @@ def read_job_folder(root: Path) -> LocalJob:
     if not root.is_dir():
         raise InvalidInput(f"{root} is not a folder", "give the folder that holds your job")
     files: dict[str, Path] = {}
-    if (root / "scripts").is_dir():
-        for folder in ("scripts", "configs", "requirements", "model"):
+    if (root / SCRIPTS).is_dir():
+        for folder in (SCRIPTS, CONFIGS, REQUIREMENTS, MODEL):
             files.update(_folder_files(root, folder))
     else:
-        if (root / MODEL_DEF).is_file():
-            files["scripts/" + MODEL_DEF] = root / MODEL_DEF
-        if (root / REQUIREMENTS).is_file():
-            files["requirements/" + REQUIREMENTS] = root / REQUIREMENTS
-        files.update(_folder_files(root, "configs"))
-        files.update(_folder_files(root, "model"))
-    if (root / "shards").is_dir():
-        files.update(_shard_files(root / "shards"))
+        if (root / MODEL_DEF_FILE).is_file():
+            files[MODEL_DEF_KEY] = root / MODEL_DEF_FILE
+        if (root / REQUIREMENTS_FILE).is_file():
+            files[REQUIREMENTS_KEY] = root / REQUIREMENTS_FILE
+        files.update(_folder_files(root, CONFIGS))
+        files.update(_folder_files(root, MODEL))
+    if (root / SHARDS).is_dir():
+        files.update(_shard_files(root / SHARDS))
     return LocalJob(files=files)
 
 
@@ -91,8 +102,8 @@ def job_from_parts(model: type | Path, shards_dir: Path, requirements: Path) -> 
     if not model_def.is_file():
         raise InvalidInput(f"{model_def} is not a file", "give the path of your model_def.py")
     files = {
-        "scripts/" + MODEL_DEF: model_def,
-        "requirements/" + REQUIREMENTS: requirements,
+        MODEL_DEF_KEY: model_def,
+        REQUIREMENTS_KEY: requirements,
         **_shard_files(shards_dir),
     }
     return LocalJob(files=files)

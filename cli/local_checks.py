@@ -5,68 +5,53 @@ Problems name a file by the bucket key it would have (`jobs/{name}/shards/shard_
 the gateway does; shards made by `rondo shards make` are named by their local path.
 """
 
-import zipfile
-import zlib
 from pathlib import Path
 
+from rondo.contracts import job_checks
 from rondo.contracts.api import JobCreate
 from rondo.contracts.job_checks import (
-    MANIFEST_NAME,
     ArchiveLimits,
     Problem,
     ProblemCode,
     check_app_config,
-    check_manifest,
     check_min_clients,
     check_model_def,
     check_requirements,
-    check_shard_directory,
-    manifest_entry,
+    unreadable_zip,
+)
+from rondo.contracts.layout import (
+    CONFIGS_DIR,
+    CUSTOM_APP_KEYS,
+    MODEL_DEF_KEY,
+    REQUIREMENTS_KEY,
+    SHARDS_DIR,
+    job_prefix,
 )
 from rondo.errors import InvalidInput
 from rondo.job_folder import LocalJob
 
-MODEL_DEF_KEY = "scripts/model_def.py"
-REQUIREMENTS_KEY = "requirements/requirements.txt"
-CUSTOM_APP_FILES = (
-    "configs/config_fed_server.json",
-    "configs/config_fed_client.json",
-    "configs/meta.json",
-)
+LOCAL_ZIP_HINT = "re-create it with `zip -r` or `rondo shards make` and upload it again"
 
 
 def shard_problems(path: Path, name: str, limits: ArchiveLimits | None = None) -> list[Problem]:
-    """Problems of one shard ZIP on disk; `name` is how messages call it."""
+    """Problems of one shard ZIP on disk, by the gateway's own check; `name` is how messages
+    call it."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-            problems = check_shard_directory(entries, name, limits or ArchiveLimits())
-            manifest = manifest_entry(entries)
-            # As the gateway does: a manifest entry that is itself unsafe is not read.
-            readable = not any(problem.entry == MANIFEST_NAME for problem in problems)
-            if manifest is not None and readable:
-                content = archive.read(manifest)
-                names = [info.filename for info in entries]
-                problems += check_manifest(content, name, names)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as error:
-        return [
-            Problem(
-                code=ProblemCode.INVALID_ZIP,
-                message=f"{name} is not a readable ZIP file ({error})",
-                hint="re-create it with `zip -r` or `rondo shards make` and upload it again",
-                path=name,
+        with path.open("rb") as archive_file:
+            return job_checks.check_shard(
+                archive_file, name, limits or ArchiveLimits(), LOCAL_ZIP_HINT
             )
-        ]
-    return problems
+    except OSError as error:
+        return [unreadable_zip(name, error, LOCAL_ZIP_HINT)]
 
 
 def job_problems(local: LocalJob, submission: JobCreate) -> list[Problem]:
     """Every problem the API would find in this job folder, plus the missing files."""
-    prefix = f"jobs/{submission.name}/"
+    prefix = job_prefix(submission.name)
     files = local.files
     config = submission.config
     problems: list[Problem] = []
-    custom_app = any(key.startswith("configs/") for key in files)
+    custom_app = any(key.startswith(CONFIGS_DIR) for key in files)
 
     if MODEL_DEF_KEY in files:
         # A custom app's own executor decides which functions and class it uses.
@@ -92,7 +77,7 @@ def job_problems(local: LocalJob, submission: JobCreate) -> list[Problem]:
             )
         )
     if custom_app:
-        for key in CUSTOM_APP_FILES:
+        for key in CUSTOM_APP_KEYS:
             if key not in files:
                 problems.append(
                     _missing(
@@ -110,15 +95,15 @@ def job_problems(local: LocalJob, submission: JobCreate) -> list[Problem]:
         problems.append(
             Problem(
                 code=ProblemCode.MISSING_SHARDS,
-                message=f"no .zip shard in {prefix}shards/",
+                message=f"no .zip shard in {prefix}{SHARDS_DIR}",
                 hint="put one shard ZIP per worker under shards/ "
                 "(rondo shards make DATA --workers N --out DIR/shards)",
-                path=prefix + "shards/",
+                path=prefix + SHARDS_DIR,
             )
         )
     for key in shards:
         problems += shard_problems(files[key], prefix + key)
-    problems += check_min_clients(config.min_clients, len(shards), prefix + "shards/")
+    problems += check_min_clients(config.min_clients, len(shards), prefix + SHARDS_DIR)
     return problems
 
 

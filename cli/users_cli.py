@@ -76,11 +76,17 @@ SHOWN_ONCE = "Secrets are shown only now: hand them to the user."
 @app.command("add")
 def add(
     name: Name,
-    bucket: Annotated[str | None, typer.Option(help="Bucket (default rondo-<name>).")] = None,
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="A new bucket, the user's alone (default rondo-<name>)."),
+    ] = None,
     data_dir: DataDir = Path(".rondo"),
     as_json: AsJson = False,
 ) -> None:
-    """Create a user, their bucket and S3 key; print the API key and S3 credentials once."""
+    """Create a user, their bucket and S3 key; print the API key and S3 credentials once.
+
+    Names are case-insensitive. The bucket must be new: the platform's, another user's, or one
+    already in the store is refused; pass --bucket when rondo-<name> is taken."""
     created = _manage(data_dir, "create-user", name, *(["--bucket", bucket] if bucket else []))
     rows = [
         ("User", f"{created['name']} ({created['user_id']})"),

@@ -1,6 +1,7 @@
 """Session fixtures: real nats-server and SeaweedFS S3 on free loopback ports; a real
 PostgreSQL (started on first use) and a database per test module on each backend."""
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,30 @@ from support.postgres import PostgresServer
 from rondo.contracts.config import ServiceSettings
 from rondo.contracts.storage import S3Client, make_s3_client
 from rondo.stack.servers import NatsServer, S3Credentials, SeaweedS3, write_s3_config
+
+# Workers of a stack started as root run user code as other uids (rondo.worker_agent.sandbox),
+# which must pass through every folder above their run folders; pytest makes its temporary
+# folders 0700. 0711 lets other uids pass, never list; a stack's data dir guards its content.
+_pytest_getbasetemp = pytest.TempPathFactory.getbasetemp
+_pytest_mktemp = pytest.TempPathFactory.mktemp
+
+
+def _passable_basetemp(self: pytest.TempPathFactory) -> Path:
+    base = _pytest_getbasetemp(self)
+    for folder in (base, base.parent):
+        if folder.stat().st_uid == os.geteuid() and folder.stat().st_mode & 0o011 != 0o011:
+            os.chmod(folder, 0o711)
+    return base
+
+
+def _passable_mktemp(self: pytest.TempPathFactory, basename: str, numbered: bool = True) -> Path:
+    path = _pytest_mktemp(self, basename, numbered)
+    os.chmod(path, 0o711)
+    return path
+
+
+pytest.TempPathFactory.getbasetemp = _passable_basetemp  # type: ignore[method-assign]
+pytest.TempPathFactory.mktemp = _passable_mktemp  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

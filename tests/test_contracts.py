@@ -31,11 +31,16 @@ def test_every_event_round_trips_through_json() -> None:
         schema = event_type.model_json_schema()
         assert {"event_id", "occurred_at", "schema_version"} <= set(schema["properties"])
     event = LogBatch(
-        job_id="j1", run_id="r1", source=LogSource(role="client", slot=1), first_line=0, lines=["a"]
+        agent_id="agent-1",
+        job_id="j1",
+        run_id="r1",
+        source=LogSource(role="client", slot=1),
+        first_line=0,
+        lines=["a"],
     )
     again = LogBatch.model_validate_json(event.model_dump_json())
     assert again == event
-    assert again.subject == "rondo.logs.j1"
+    assert again.subject == "rondo.logs.agent-1.j1"
     assert again.source.file_name == "client_1.log"
 
 

@@ -17,13 +17,14 @@ ALREADY_THERE = ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
 
 
 def ensure_buckets(state: StackState, timeout_s: float = 30) -> None:
-    """Create the platform bucket and the default user's bucket unless they exist.
+    """Create the platform bucket unless it exists. The default user's bucket is the gateway's
+    to make (`ensure_default_user`): it refuses to hand a new user a bucket already there.
 
     SeaweedFS answers S3 a moment before its filer takes writes, so errors are retried until
     `timeout_s`."""
     client = make_s3_client(state.s3_endpoint, state.s3_admin.access_key, state.s3_admin.secret_key)
     deadline = time.monotonic() + timeout_s
-    for bucket in (state.platform_bucket, state.user.bucket):
+    for bucket in (state.platform_bucket,):
         while True:
             try:
                 client.create_bucket(Bucket=bucket)
@@ -58,11 +59,16 @@ def ensure_default_user(
         *manage_argv,
         "create-user", user.name,
         "--bucket", user.bucket,
-        "--api-key", user.api_key,
         "--json",
     ]  # fmt: skip
+    # The key goes in the environment: a command line is readable by every local user.
     result = subprocess.run(
-        argv, env=dict(env), capture_output=True, text=True, timeout=timeout_s, check=False
+        argv,
+        env={**env, "RONDO_MANAGE_API_KEY": user.api_key},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     if result.returncode != 0:
         raise StackError(

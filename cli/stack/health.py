@@ -42,7 +42,8 @@ def probe_stack(
         S3_PART: _probe_http(state.s3_endpoint, "S3 answering"),
     }
     if parts:
-        probes.update(asyncio.run(_ask_services(state.nats_url, parts, timeout_s)))
+        options = state.nats_connect_options()  # the operator's identity
+        probes.update(asyncio.run(_ask_services(state.nats_url, parts, timeout_s, options)))
     if "gateway" in probes and probes["gateway"].healthy:
         healthz = f"{state.gateway_url}/healthz"
         if not _http_200(healthz):
@@ -63,7 +64,10 @@ def _http_200(url: str) -> bool:
 
 
 async def _ask_services(
-    nats_url: str, parts: Sequence[ServicePart], timeout_s: float
+    nats_url: str,
+    parts: Sequence[ServicePart],
+    timeout_s: float,
+    connect_options: dict[str, str],
 ) -> dict[str, Probe]:
     async def quiet(_: Exception) -> None:
         return None
@@ -75,6 +79,7 @@ async def _ask_services(
             allow_reconnect=False,
             max_reconnect_attempts=0,
             error_cb=quiet,
+            **connect_options,  # type: ignore[arg-type]
         )
     except (NoServersError, OSError, TimeoutError):
         return {part.name: Probe(False, "NATS unreachable") for part in parts}

@@ -4,8 +4,15 @@ Real nats-server and SeaweedFS plus every Rondo service (one worker-agent per wo
 detached child processes, each in its own session, all under one data directory: state file,
 logs, JetStream store, S3 data, databases, agent work dirs and spans. Nothing keeps running in
 the `rondo` command itself; the state file is how a later command finds the processes.
+
+The data dir is 0711: the sandbox uids user code runs as (see rondo.worker_agent.sandbox) pass
+through it to their own run folders under `agents/` (0711 too), and list or read nothing else:
+every other entry (db/, logs/, nats/, seaweedfs/, spans/, the services' folders, stack.json,
+s3.json, the secrets key file) is the operator's alone (0700 folders, 0600 files).
 """
 
+import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, computed_field
 
 from rondo.stack.bootstrap import ensure_buckets, ensure_default_user
+from rondo.stack.bus_auth import write_auth_config
 from rondo.stack.errors import StackError
 from rondo.stack.health import NATS_PART, S3_PART, SERVER_PARTS, Probe, probe_stack
 from rondo.stack.ports import free_ports, port_is_free
@@ -45,6 +53,10 @@ from rondo.stack.state import (
 )
 
 LOG_TAIL_LINES = 15
+# Folders of the data dir the services write to, made private before they start (a service
+# creating one itself would make it 0755). `agents` is the only one other uids pass through.
+PRIVATE_FOLDERS = ("db", "logs", "nats", "seaweedfs", "spans", "scheduler", "artifacts")
+AGENTS_FOLDER = "agents"
 # What a failing part, server or store raises while starting; reported as `StackError`.
 STARTUP_ERRORS = (
     RuntimeError,
@@ -94,6 +106,25 @@ class DownResult(BaseModel):
     ports_still_bound: list[int] = Field(default_factory=list)
 
 
+def secure_data_dir(data_dir: Path) -> None:
+    """Make the data dir 0711 and `agents/` 0711, the known private folders 0700, and every
+    other entry of the data dir unreadable to other users (not recursive: a private folder
+    hides its content). Symbolic links are left alone."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o711)
+    for name in PRIVATE_FOLDERS:
+        (data_dir / name).mkdir(mode=0o700, exist_ok=True)
+    (data_dir / AGENTS_FOLDER).mkdir(exist_ok=True)
+    for entry in data_dir.iterdir():
+        mode = entry.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        if entry.name == AGENTS_FOLDER:
+            os.chmod(entry, 0o711)
+        elif stat.S_IMODE(mode) & 0o077:
+            os.chmod(entry, stat.S_IMODE(mode) & 0o700)
+
+
 class LocalStack:
     """Up, down and status of the stack whose data directory is `data_dir`; `progress`
     receives one line per step of `up`."""
@@ -105,14 +136,17 @@ class LocalStack:
         *,
         host: str = "127.0.0.1",
         external_nats: ExternalNats | None = None,
+        trust_user_code: bool = False,
     ) -> None:
         """`host`: the address a new stack's servers and services bind (a stack started
         before keeps its own). `external_nats`: connect the services to this NATS (a cluster,
-        say) instead of starting a nats-server."""
+        say) instead of starting a nats-server. `trust_user_code`: workers run user code as
+        their own user, unsandboxed (else sandboxed as root, and refused where not root)."""
         self.data_dir = data_dir.resolve()
         self.progress = progress
         self.host = host
         self.external_nats = external_nats
+        self.trust_user_code = trust_user_code
 
     # --- up -----------------------------------------------------------------------------
 
@@ -123,7 +157,11 @@ class LocalStack:
         started = time.monotonic()
         state = load_state(self.data_dir)
         if state is not None and state.processes:
-            if len(state.agents) == workers and self.status().healthy:
+            if (
+                len(state.agents) == workers
+                and state.trust_user_code == self.trust_user_code
+                and self.status().healthy
+            ):
                 return UpResult(state=state, elapsed_s=0.0, already_running=True)
             self.progress("stopping the previous, incomplete stack")
             self.down()
@@ -137,7 +175,9 @@ class LocalStack:
             state.reallocated(workers) if state else new_state(self.data_dir, workers, self.host)
         )
         state.external_nats = self.external_nats
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.ensure_bus_passwords()
+        state.trust_user_code = self.trust_user_code
+        secure_data_dir(self.data_dir)
         save_state(state)
         try:
             self._start(state, deadline=started + timeout_s)
@@ -156,6 +196,7 @@ class LocalStack:
         state.logs_dir.mkdir(parents=True, exist_ok=True)
         write_s3_config(state.s3_config_path, [state.s3_admin])
         if state.external_nats is None:
+            write_auth_config(state.nats_auth_config_path, state.bus_passwords)
             self._start_server(state, NATS_PART, self._nats_server(state), deadline)
         self._start_s3(state, deadline)
         ensure_buckets(state, timeout_s=max(1.0, deadline - time.monotonic()))
@@ -174,6 +215,7 @@ class LocalStack:
         )
         state.user.user_id, state.s3_user = access.user_id, access.s3
         save_state(state)
+        secure_data_dir(state.data_dir)  # what the services made while starting
         self.progress(f"default user {state.user.name!r} ready")
 
     def _start_s3(self, state: StackState, deadline: float) -> None:
@@ -198,6 +240,7 @@ class LocalStack:
             port=state.ports.nats,
             monitor_port=state.ports.nats_monitor,
             host=state.host,
+            config_file=state.nats_auth_config_path,
         )
 
     @staticmethod

@@ -16,9 +16,15 @@ def spawn(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: tuple[int, int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a process in a new session, its output appended to `log_path`."""
+    """Start a process in a new session, its output appended to `log_path` (opened by the
+    caller's user). `user` (uid, gid): run it as that uid and gid, with no supplementary
+    groups (the caller must be root; the ids need no passwd entry)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    identity: dict[str, object] = {}
+    if user is not None:
+        identity = {"user": user[0], "group": user[1], "extra_groups": []}
     with log_path.open("ab") as log:
         return subprocess.Popen(
             list(argv),
@@ -28,6 +34,7 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
+            **identity,  # type: ignore[arg-type]
         )
 
 

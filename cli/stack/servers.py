@@ -59,7 +59,9 @@ class NatsServer:
     """nats-server with JetStream, its store in `store_dir` (survives restarts).
 
     With `cluster_name` set it is one node of a cluster: it listens for routes on
-    `cluster_port` and dials every URL in `routes` (see `NatsCluster`)."""
+    `cluster_port` and dials every URL in `routes` (see `NatsCluster`). With `config_file`
+    set the server reads it too: the bus's users and permissions (`rondo.stack.bus_auth`);
+    without one, anyone may connect and do anything (unit tests' session server)."""
 
     store_dir: Path
     port: int = 0
@@ -69,6 +71,7 @@ class NatsServer:
     cluster_name: str | None = None
     cluster_port: int = 0
     routes: list[str] = field(default_factory=list)
+    config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -93,6 +96,8 @@ class NatsServer:
             "-sd", str(self.store_dir),
             "-n", self.name,
         ]  # fmt: skip
+        if self.config_file is not None:
+            argv += ["-c", str(self.config_file)]
         if self.cluster_name:
             argv += ["--cluster_name", self.cluster_name, "--cluster", self.route_url]
             argv += ["--routes", ",".join(self.routes)]
@@ -147,6 +152,7 @@ class NatsCluster:
     size: int = 3
     name: str = "rondo"
     host: str = "127.0.0.1"
+    config_file: Path | None = None  # the bus's users and permissions, as for `NatsServer`
     nodes: list[NatsServer] = field(default_factory=list)
 
     @property
@@ -167,6 +173,7 @@ class NatsCluster:
                 cluster_name=self.name,
                 cluster_port=ports[3 * i + 2],
                 routes=routes,
+                config_file=self.config_file,
             )
             for i in range(self.size)
         ]

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rondo.contracts.bus_permissions import agent_identity
 from rondo.contracts.subjects import health_subject
 from rondo.stack.processes import current_env
 from rondo.stack.state import AgentConfig, StackState
@@ -23,6 +24,9 @@ SERVICE_MODULES: Mapping[str, str] = {
 # Every process of a stack carries this variable (children inherit it), so `rondo down` can
 # find processes that left the recorded process trees.
 STACK_ID_ENV = "RONDO_STACK_ID"
+# What a worker-agent's environment never carries, whatever the caller's has: platform S3
+# keys (agents use presigned URLs only) and AWS credentials.
+AGENT_WITHHELD_PREFIXES = ("RONDO_S3_", "AWS_")
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,20 @@ def missing_services() -> list[str]:
     return [s for s, module in SERVICE_MODULES.items() if not module_is_runnable(module)]
 
 
-def stack_env(state: StackState) -> dict[str, str]:
-    """The environment every service of the stack starts with (the caller's, plus these)."""
+def bus_identity_env(state: StackState, identity: str) -> dict[str, str]:
+    """`RONDO_NATS_USER` / `RONDO_NATS_PASSWORD` of one bus identity (none on a stack made
+    before the bus had identities, until its next `up` makes them)."""
+    password = state.bus_passwords.get(identity)
+    if password is None:
+        return {}
+    return {"RONDO_NATS_USER": identity, "RONDO_NATS_PASSWORD": password}
+
+
+def stack_env(state: StackState, identity: str) -> dict[str, str]:
+    """The environment a service of the stack starts with (the caller's, plus these), as
+    bus identity `identity`."""
     return current_env(
+        **bus_identity_env(state, identity),
         RONDO_NATS_URL=state.nats_url,
         RONDO_NATS_STREAM_REPLICAS=str(state.nats_stream_replicas),
         RONDO_S3_ENDPOINT=state.s3_endpoint,
@@ -79,7 +94,7 @@ def stack_env(state: StackState) -> dict[str, str]:
 
 def gateway_env(state: StackState) -> dict[str, str]:
     return {
-        **stack_env(state),
+        **stack_env(state, "gateway"),
         "RONDO_GATEWAY_HOST": state.host,
         "RONDO_GATEWAY_PORT": str(state.ports.gateway),
         "RONDO_GATEWAY_DATABASE_URL": state.databases["gateway"],
@@ -88,20 +103,25 @@ def gateway_env(state: StackState) -> dict[str, str]:
 
 def service_parts(state: StackState) -> list[ServicePart]:
     """The gateway, scheduler, artifacts and one worker-agent per configured agent."""
-    base = stack_env(state)
     parts = [
         ServicePart("gateway", "gateway", SERVICE_MODULES["gateway"], gateway_env(state)),
         ServicePart(
             "scheduler",
             "scheduler",
             SERVICE_MODULES["scheduler"],
-            {**base, "RONDO_SCHEDULER_DATABASE_URL": state.databases["scheduler"]},
+            {
+                **stack_env(state, "scheduler"),
+                "RONDO_SCHEDULER_DATABASE_URL": state.databases["scheduler"],
+            },
         ),
         ServicePart(
             "artifacts",
             "artifacts",
             SERVICE_MODULES["artifacts"],
-            {**base, "RONDO_ARTIFACTS_DATABASE_URL": state.databases["artifacts"]},
+            {
+                **stack_env(state, "artifacts"),
+                "RONDO_ARTIFACTS_DATABASE_URL": state.databases["artifacts"],
+            },
         ),
     ]
     parts += [agent_part(state, agent) for agent in state.agents]
@@ -111,15 +131,29 @@ def service_parts(state: StackState) -> list[ServicePart]:
 def agent_part(state: StackState, agent: AgentConfig, host: str | None = None) -> ServicePart:
     """One worker-agent of the stack; `host` is the address its FL servers are dialled at
     (default: the stack's host). Its NVFlare processes run as local processes: the local
-    stack needs no Docker engine, even where one is present."""
+    stack needs no Docker engine, even where one is present.
+
+    Agents hold no platform S3 keys: everything they fetch or store goes through presigned
+    URLs and the NATS object store. User code runs as the agent's uid range (sandboxed; the
+    agent refuses runs where it cannot switch users), or as the agent's user when the stack
+    trusts user code."""
     env = {
-        **stack_env(state),
-        "RONDO_AGENT_ID": agent.agent_id,
-        "RONDO_AGENT_HOST": host or state.host,
-        "RONDO_AGENT_FL_PORTS": agent.fl_ports_env,
-        "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent.agent_id),
-        "RONDO_AGENT_RUNTIME": "process",
+        name: value
+        for name, value in stack_env(state, agent_identity(agent.agent_id)).items()
+        if not name.startswith(AGENT_WITHHELD_PREFIXES)
     }
+    env.update(
+        {
+            "RONDO_AGENT_ID": agent.agent_id,
+            "RONDO_AGENT_HOST": host or state.host,
+            "RONDO_AGENT_FL_PORTS": agent.fl_ports_env,
+            "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent.agent_id),
+            "RONDO_AGENT_RUNTIME": "process",
+            "RONDO_AGENT_TRUST_USER_CODE": "1" if state.trust_user_code else "0",
+        }
+    )
+    if agent.sandbox_uids is not None:
+        env["RONDO_AGENT_SANDBOX_UIDS"] = agent.sandbox_uids_env
     return ServicePart(
         agent.part_name, f"worker-agent.{agent.agent_id}", SERVICE_MODULES["worker-agent"], env
     )

@@ -1,8 +1,9 @@
 """What `rondo up` chose and started, persisted so the next `up` reuses it.
 
 The state file `<data-dir>/stack.json` (mode 0600: it holds credentials and the API key) keeps
-the ports, the S3 identities, the default user's bucket and API key, the database URLs and the
-processes started (pid plus creation time, so a reused pid is never mistaken for ours).
+the ports, the S3 identities, the bus identities' passwords, the default user's bucket and API
+key, the database URLs and the processes started (pid plus creation time, so a reused pid is
+never mistaken for ours).
 """
 
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, Field
 
+from rondo.contracts.bus_permissions import OPERATOR, SERVICES, agent_identity
+from rondo.contracts.config import inbox_prefix
 from rondo.stack.ports import (
     GRPC_OFFSET,
     free_port_range,
@@ -26,16 +29,25 @@ PLATFORM_BUCKET = "rondo-platform"
 DEFAULT_USER_NAME = "default"
 DEFAULT_BUCKET = "rondo-default"
 FL_PORTS_PER_AGENT = 20
+# Each agent's user code runs as uids of its own block (see rondo.worker_agent.sandbox): far
+# above host accounts and the subordinate ids containers get, below 2**31.
+SANDBOX_UIDS_PER_AGENT = 64
+SANDBOX_UID_BASE = 2_000_000_000
+SANDBOX_UID_BLOCKS = 2_000_000
 # The gateway accepts keys `rsk_live_<random>` and `rsk_dev_<random>`; a local stack is dev.
 DEV_API_KEY_PREFIX = "rsk_dev_"
 DATABASE_SERVICES = ("gateway", "scheduler", "artifacts")
 
 
 class AgentConfig(BaseModel):
-    """One local worker-agent: its id and the FL server ports it lends (inclusive range)."""
+    """One local worker-agent: its id, the FL server ports it lends and the uids its user code
+    runs as (inclusive ranges; no two agents on the host share either)."""
 
     agent_id: str
     fl_ports: tuple[int, int]
+    sandbox_uids: tuple[int, int] | None = Field(
+        default=None, description="RONDO_AGENT_SANDBOX_UIDS; None in a state from before them"
+    )
 
     @property
     def part_name(self) -> str:
@@ -45,6 +57,12 @@ class AgentConfig(BaseModel):
     def fl_ports_env(self) -> str:
         """The `RONDO_AGENT_FL_PORTS` value, e.g. '20000-20019'."""
         return f"{self.fl_ports[0]}-{self.fl_ports[1]}"
+
+    @property
+    def sandbox_uids_env(self) -> str:
+        """The `RONDO_AGENT_SANDBOX_UIDS` value, e.g. '2000000000-2000000063'."""
+        assert self.sandbox_uids is not None, "allocated by new_state / reallocated"
+        return f"{self.sandbox_uids[0]}-{self.sandbox_uids[1]}"
 
 
 class ExternalNats(BaseModel):
@@ -113,6 +131,34 @@ class StackState(BaseModel):
     external_nats: ExternalNats | None = Field(
         default=None, description="Set: use this NATS, start none (ports.nats* unused)"
     )
+    trust_user_code: bool = Field(
+        default=False,
+        description="`rondo up --trust-user-code`: workers run user code as their own user",
+    )
+    bus_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="Bus identity (service, agent-<id>, operator) -> its NATS password; the "
+        "server's config holds only bcrypt hashes of them",
+    )
+
+    def bus_identities(self) -> list[str]:
+        """Every identity of this stack's bus: the services, each agent, the operator."""
+        return [*SERVICES, *(agent_identity(a.agent_id) for a in self.agents), OPERATOR]
+
+    def ensure_bus_passwords(self) -> None:
+        """A fresh random password for each identity that has none (a new stack, a new
+        agent); existing ones are kept."""
+        for identity in self.bus_identities():
+            if identity not in self.bus_passwords:
+                self.bus_passwords[identity] = secrets.token_urlsafe(32)
+
+    def nats_connect_options(self, identity: str = OPERATOR) -> dict[str, str]:
+        """`nats.connect` keyword arguments for `identity` (default: the operator, which the
+        CLI and tests use); none where the stack has no password for it."""
+        password = self.bus_passwords.get(identity)
+        if password is None:
+            return {}
+        return {"user": identity, "password": password, "inbox_prefix": inbox_prefix(identity)}
 
     @property
     def nats_url(self) -> str:
@@ -143,6 +189,11 @@ class StackState(BaseModel):
     @property
     def s3_config_path(self) -> Path:
         return self.data_dir / "s3.json"
+
+    @property
+    def nats_auth_config_path(self) -> Path:
+        """nats-server's users and permissions (`rondo.stack.bus_auth`), mode 0600."""
+        return self.data_dir / "nats-auth.conf"
 
     def recorded_ports(self) -> list[int]:
         """Every port the stack binds: servers, SeaweedFS's gRPC twins, gateway, FL ranges."""
@@ -178,12 +229,34 @@ class StackState(BaseModel):
             agent_id = agent_id_for(index)
             previous = next((a for a in self.agents if a.agent_id == agent_id), None)
             if previous is not None and range_is_free(*previous.fl_ports, self.host):
-                agents.append(previous)
+                agent = previous
             else:
                 taken = [a.fl_ports for a in (*agents, *self.agents)]
                 fl_ports = free_port_range(FL_PORTS_PER_AGENT, self.host, avoid=taken)
-                agents.append(AgentConfig(agent_id=agent_id, fl_ports=fl_ports))
+                agent = AgentConfig(agent_id=agent_id, fl_ports=fl_ports)
+            if agent.sandbox_uids is None:
+                taken_uids = [a.sandbox_uids for a in (*agents, *self.agents) if a.sandbox_uids]
+                agent = agent.model_copy(update={"sandbox_uids": free_uid_range(taken_uids)})
+            agents.append(agent)
         return self.model_copy(update={"ports": ports, "agents": agents})
+
+
+def free_uid_range(avoid: list[tuple[int, int]]) -> tuple[int, int]:
+    """A block of SANDBOX_UIDS_PER_AGENT uids no host account uses, picked at random (stacks on
+    one host never learn of each other's ranges; 2M blocks make a clash unlikely), that
+    overlaps none of `avoid` and that no running process uses."""
+    in_use = {
+        uid
+        for proc in psutil.process_iter(["uids"])
+        if proc.info["uids"]
+        for uid in proc.info["uids"]
+    }
+    while True:
+        first = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_BLOCKS) * SANDBOX_UIDS_PER_AGENT
+        last = first + SANDBOX_UIDS_PER_AGENT - 1
+        clashes = any(a <= last and first <= b for a, b in avoid)
+        if not clashes and not any(first <= uid <= last for uid in in_use):
+            return (first, last)
 
 
 def agent_id_for(index: int) -> str:
@@ -202,7 +275,10 @@ def new_state(data_dir: Path, workers: int, host: str = "127.0.0.1") -> StackSta
     agents: list[AgentConfig] = []
     for index in range(workers):
         fl_ports = free_port_range(FL_PORTS_PER_AGENT, host, avoid=[a.fl_ports for a in agents])
-        agents.append(AgentConfig(agent_id=agent_id_for(index), fl_ports=fl_ports))
+        uids = free_uid_range([a.sandbox_uids for a in agents if a.sandbox_uids])
+        agents.append(
+            AgentConfig(agent_id=agent_id_for(index), fl_ports=fl_ports, sandbox_uids=uids)
+        )
     return StackState(
         data_dir=data_dir,
         stack_id=secrets.token_hex(8),

@@ -3,23 +3,28 @@
 Each event names its NATS subject (`subject`), so publishers never spell subjects by hand and
 `event_id` becomes the JetStream de-duplication id (`Nats-Msg-Id`). Subjects and streams are
 listed in `rondo.contracts.subjects`.
+
+Every event a worker-agent publishes carries the agent's id in its subject
+(`rondo.run.<agent_id>.started`, ...): the bus lets an agent publish only on subjects naming
+itself (`rondo.contracts.bus_permissions`), so the subject says who sent an event, and a consumer
+refuses an event whose body does not name the subject it arrived on (`arrived_on_own_subject`).
+Consumers subscribe with `filter_subject()`, the template with every field a wildcard.
 """
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
+from rondo.contracts.clock import utc_now
+from rondo.contracts.layout import CLIENT_PREFIX, SERVER_SITE, log_file_name
 from rondo.contracts.states import JobState, WorkerPanel, WorkerSlotView
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 
 SCHEMA_VERSION = 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Event(BaseModel):
@@ -36,9 +41,32 @@ class Event(BaseModel):
         """The concrete subject; templates are filled from the event's own fields."""
         return self.SUBJECT.format(**self.__dict__)
 
+    @classmethod
+    def filter_subject(cls) -> str:
+        """The subject filter matching every instance: each `{field}` token becomes `*`
+        (what a consumer of every sender subscribes to)."""
+        return _TEMPLATE_FIELD.sub("*", cls.SUBJECT)
+
+
+# A `{field}` of a subject template; fields only ever fill whole tokens.
+_TEMPLATE_FIELD = re.compile(r"\{[a-z_]+\}")
+
+
+def arrived_on_own_subject(event: Event, subject: str) -> bool:
+    """Whether `event` arrived on the subject its own fields name. An agent may publish only
+    on subjects naming itself, so an event arriving elsewhere than its body says (a body
+    naming another agent, job or run than the subject) is forged and must be dropped."""
+    return event.subject == subject
+
 
 class JobEvent(Event):
     job_id: str
+
+
+class AgentEvent(JobEvent):
+    """An event a worker-agent publishes about a job: its subject names the agent."""
+
+    agent_id: str = Field(description="The publishing agent; its token in the subject")
 
 
 # --- Gateway -> scheduler ------------------------------------------------------------------
@@ -274,13 +302,12 @@ class ProcessPhase(StrEnum):
     EXITED = "exited"  # process tree ended (see exit_code / error)
 
 
-class RunProcessChanged(JobEvent):
+class RunProcessChanged(AgentEvent):
     """A server or client process of a run changed phase on an agent."""
 
-    SUBJECT: ClassVar[str] = "rondo.run.process"
+    SUBJECT: ClassVar[str] = "rondo.run.{agent_id}.process"
 
     run_id: str
-    agent_id: str
     role: Literal["server", "client"]
     site_name: str
     slot: int | None = None
@@ -290,19 +317,19 @@ class RunProcessChanged(JobEvent):
     expected: bool = Field(default=False, description="The exit was asked for (stop/cancel/end)")
 
 
-class RunStarted(JobEvent):
+class RunStarted(AgentEvent):
     """The NVFlare run is deployed to every client and its rounds are starting."""
 
-    SUBJECT: ClassVar[str] = "rondo.run.started"
+    SUBJECT: ClassVar[str] = "rondo.run.{agent_id}.started"
 
     run_id: str
     nvflare_job_id: str
 
 
-class RunEnded(JobEvent):
+class RunEnded(AgentEvent):
     """The NVFlare run ended on the server (all rounds done, aborted, or crashed)."""
 
-    SUBJECT: ClassVar[str] = "rondo.run.ended"
+    SUBJECT: ClassVar[str] = "rondo.run.{agent_id}.ended"
 
     run_id: str
     completed: bool = Field(description="Every round of the run completed")
@@ -316,14 +343,14 @@ class WorkerContribution(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
-class RoundCompleted(JobEvent):
+class RoundCompleted(AgentEvent):
     """A FedAvg round was aggregated and its global checkpoint persisted.
 
     The checkpoint travels in the NATS object store (`STAGING_OBJECT_STORE`), never in a plain
     message; `checkpoint_object` names it. It is a plain torch state dict.
     """
 
-    SUBJECT: ClassVar[str] = "rondo.round.completed"
+    SUBJECT: ClassVar[str] = "rondo.round.{agent_id}.completed"
 
     run_id: str
     round: int = Field(description="0-based round number")
@@ -335,10 +362,10 @@ class RoundCompleted(JobEvent):
     checkpoint_sha256: str
 
 
-class ArtifactStaged(JobEvent):
+class ArtifactStaged(AgentEvent):
     """A file for the job's outputs waits in the NATS object store; artifacts writes it."""
 
-    SUBJECT: ClassVar[str] = "rondo.artifact.staged"
+    SUBJECT: ClassVar[str] = "rondo.artifact.{agent_id}.staged"
 
     run_id: str
     object_name: str
@@ -358,13 +385,15 @@ class LogSource(BaseModel):
 
     @property
     def file_name(self) -> str:
-        return "server.log" if self.role == "server" else f"client_{self.slot}.log"
+        return log_file_name(
+            SERVER_SITE if self.role == "server" else f"{CLIENT_PREFIX}{self.slot}"
+        )
 
 
-class LogBatch(JobEvent):
+class LogBatch(AgentEvent):
     """Consecutive log lines of one process; `first_line` numbers them for idempotent writes."""
 
-    SUBJECT: ClassVar[str] = "rondo.logs.{job_id}"
+    SUBJECT: ClassVar[str] = "rondo.logs.{agent_id}.{job_id}"
 
     run_id: str
     source: LogSource

@@ -12,7 +12,6 @@ import ast
 import builtins
 import json
 import re
-import stat
 import symtable
 import zipfile
 import zlib
@@ -25,7 +24,17 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
 from pydantic_core import ErrorDetails
 
-MANIFEST_NAME = "manifest.ndjson"
+from rondo.contracts.archives import (
+    MANIFEST_NAME,
+    ArchiveLimits,
+    entry_fault,
+    excessive_ratio,
+    manifest_entry,
+    normalized_name,
+    path_fault,
+    ratio_fault,
+)
+
 TRAIN_FUNCTIONS = ("fl_train_model", "fl_train")
 # A shard, script or manifest with thousands of faults gets this many listed, then a summary.
 MAX_PROBLEMS_PER_FILE = 20
@@ -60,18 +69,6 @@ class Problem(BaseModel):
     column: int | None = Field(default=None, description="1-based column in that line")
 
 
-class ArchiveLimits(BaseModel):
-    """What a shard ZIP may unpack to (the worker-agent enforces the same defaults)."""
-
-    max_entries: int = Field(default=1_000_000, gt=0)
-    max_total_bytes: int = Field(default=64 * 1024**3, gt=0)
-    max_ratio: float = Field(default=200.0, gt=1)
-    # Small entries may compress extremely well (a file of zeros) without being a threat.
-    ratio_check_min_bytes: int = Field(default=1024 * 1024, ge=0)
-    # A larger manifest is not read by `check_shard`: its lines are left to the user's code.
-    max_manifest_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-
-
 class ManifestRecord(BaseModel):
     """One line of `manifest.ndjson` (unknown keys are allowed and kept by the user's code)."""
 
@@ -83,36 +80,26 @@ class ManifestRecord(BaseModel):
 
 # --- shards ---------------------------------------------------------------------------------
 
-_WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")
 MANIFEST_HINT = (
     f"each line of {MANIFEST_NAME} is one JSON object with 'id' (string), 'uri' (a path "
     "inside the ZIP or a URL), 'y' (list of 0-based int labels) and optional 'meta' (object)"
 )
 
 
-def _entry_path_fault(name: str) -> str | None:
-    """Why unpacking this entry name could write outside the shard folder, if it could.
-
-    Backslashes count as separators too: a ZIP made on Windows may use them.
-    """
-    normalized = name.replace("\\", "/")
-    if normalized.startswith("/") or _WINDOWS_DRIVE.match(normalized):
-        return "has an absolute path"
-    if ".." in normalized.split("/"):
-        return "escapes the shard folder (contains '..')"
-    return None
+UNREADABLE_ZIP_HINT = "re-create it (`zip -r` inside the data folder) and upload it again"
 
 
-def _is_link(info: zipfile.ZipInfo) -> bool:
-    # Unix mode bits live in the high 16 bits of external_attr.
-    return stat.S_ISLNK(info.external_attr >> 16)
-
-
-def check_shard(archive_file: IO[bytes], path: str, limits: ArchiveLimits) -> list[Problem]:
+def check_shard(
+    archive_file: IO[bytes],
+    path: str,
+    limits: ArchiveLimits,
+    unreadable_hint: str = UNREADABLE_ZIP_HINT,
+) -> list[Problem]:
     """Every problem of a shard ZIP read through `archive_file` (seekable): its directory
     (`check_shard_directory`), then its manifest's lines (`check_manifest`). Only the ZIP's
     end records, its directory and the manifest's bytes are read. A file that is not a
-    readable ZIP is one `invalid_zip` problem; errors of `archive_file` itself propagate."""
+    readable ZIP is one `invalid_zip` problem (`unreadable_zip` builds it, with
+    `unreadable_hint`); errors of `archive_file` itself propagate."""
     try:
         with zipfile.ZipFile(archive_file) as archive:
             entries = archive.infolist()
@@ -126,14 +113,17 @@ def check_shard(archive_file: IO[bytes], path: str, limits: ArchiveLimits) -> li
                 content = stream.read(limits.max_manifest_bytes)
             return problems + check_manifest(content, path, [info.filename for info in entries])
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
-        return [
-            Problem(
-                code=ProblemCode.INVALID_ZIP,
-                message=f"{path} is not a readable ZIP file ({error})",
-                hint="re-create it (`zip -r` inside the data folder) and upload it again",
-                path=path,
-            )
-        ]
+        return [unreadable_zip(path, error, unreadable_hint)]
+
+
+def unreadable_zip(path: str, error: Exception, hint: str = UNREADABLE_ZIP_HINT) -> Problem:
+    """The one problem of a file that is not a readable ZIP."""
+    return Problem(
+        code=ProblemCode.INVALID_ZIP,
+        message=f"{path} is not a readable ZIP file ({error})",
+        hint=hint,
+        path=path,
+    )
 
 
 def check_shard_directory(
@@ -148,11 +138,7 @@ def check_shard_directory(
         )
     for info in entries:
         name = info.filename
-        fault = _entry_path_fault(name)
-        if fault is None and _is_link(info):
-            fault = "is a symbolic link; links are refused"
-        if fault is None and info.flag_bits & 0x1:
-            fault = "is encrypted; workers cannot unpack it"
+        fault = entry_fault(info)
         if fault is not None:
             problems.append(
                 Problem(
@@ -163,16 +149,8 @@ def check_shard_directory(
                     entry=name,
                 )
             )
-        elif info.file_size >= limits.ratio_check_min_bytes:
-            ratio = info.file_size / max(info.compress_size, 1)
-            if ratio > limits.max_ratio:
-                problems.append(
-                    _bomb(
-                        path,
-                        f"entry '{name}' expands {ratio:.0f}x (limit {limits.max_ratio:.0f}x)",
-                        entry=name,
-                    )
-                )
+        elif (ratio := excessive_ratio(info, limits)) is not None:
+            problems.append(_bomb(path, f"entry '{name}' {ratio_fault(ratio, limits)}", entry=name))
     total = sum(info.file_size for info in entries)
     if total > limits.max_total_bytes:
         problems.append(
@@ -184,19 +162,14 @@ def check_shard_directory(
     return problems
 
 
-def manifest_entry(entries: Iterable[zipfile.ZipInfo]) -> zipfile.ZipInfo | None:
-    """The manifest at the ZIP's root, if there is one."""
-    return next((info for info in entries if info.filename == MANIFEST_NAME), None)
-
-
 def _manifest_missing(entries: Iterable[zipfile.ZipInfo], path: str) -> Problem:
     nested = sorted(
         info.filename
         for info in entries
-        if PurePosixPath(info.filename.replace("\\", "/")).name == MANIFEST_NAME
+        if PurePosixPath(normalized_name(info.filename)).name == MANIFEST_NAME
     )
     if nested:
-        folder = str(PurePosixPath(nested[0].replace("\\", "/")).parent)
+        folder = str(PurePosixPath(normalized_name(nested[0])).parent)
         message = (
             f"{path}: {MANIFEST_NAME} is not at the ZIP root but inside the folder "
             f"'{folder}/' (found at '{nested[0]}')"
@@ -230,7 +203,7 @@ def _bomb(path: str, what: str, entry: str | None = None) -> Problem:
 def check_manifest(content: bytes, path: str, entry_names: Collection[str]) -> list[Problem]:
     """Problems of the lines of a shard's `manifest.ndjson`; `entry_names` are the ZIP's
     entries, which relative `uri`s must name."""
-    files = {name.replace("\\", "/") for name in entry_names}
+    files = {normalized_name(name) for name in entry_names}
     problems: list[Problem] = []
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
@@ -260,7 +233,7 @@ def _manifest_line_fault(line: bytes, files: set[str]) -> str | None:
     uri = record.uri
     if "://" in uri:
         return None  # a URL: the user's code fetches it
-    fault = _entry_path_fault(uri)
+    fault = path_fault(uri)
     if fault is not None:
         return f"uri '{uri}' {fault.replace('shard folder', 'shard')}"
     relative = "/".join(part for part in uri.split("/") if part not in ("", "."))

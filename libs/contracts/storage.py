@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from rondo.contracts.config import ServiceSettings
 
@@ -17,6 +18,27 @@ else:
 
 PRESIGNED_GET_SECONDS = 3600
 PRESIGNED_PUT_SECONDS = 900
+
+# How S3 stores say "no such object": AWS and Garage answer NoSuchKey to a GET, a HEAD has no
+# body so botocore reports the bare status ("404"); SeaweedFS answers some HEADs "NotFound".
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# The same for a bucket (HEAD bucket answers "404" or "NotFound").
+NO_BUCKET_CODES = frozenset({"404", "NoSuchBucket", "NotFound"})
+
+
+def error_code(error: ClientError) -> str:
+    """The S3 error code of a botocore `ClientError` ("" when the answer had none)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_not_found(error: ClientError) -> bool:
+    """Whether `error` says the object does not exist (any store's spelling)."""
+    return error_code(error) in NOT_FOUND_CODES
+
+
+def is_no_bucket(error: ClientError) -> bool:
+    """Whether `error` says the bucket does not exist (any store's spelling)."""
+    return error_code(error) in NO_BUCKET_CODES
 
 
 def make_s3_client(

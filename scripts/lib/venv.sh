@@ -42,3 +42,23 @@ ensure_web_packages() {
   (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
   touch "$stamp"
 }
+
+# ensure_sandbox_can_run_python: as root, jobs' code runs as unprivileged uids (the worker
+# sandbox), and they must be able to run the venv's interpreter. A pyenv or venv under a 0700
+# home (e.g. /root) is unreachable to them: give the folders above it the traverse bit only
+# (o+x: pass through, never list), and say so. Not root: nothing to do (the stack then asks
+# for `rondo up --trust-user-code`).
+ensure_sandbox_can_run_python() {
+  [ "$(id -u)" = 0 ] || return 0
+  local target dir
+  for target in "$(readlink -f .venv/bin/python)" "$(pwd)/.venv/bin/python"; do
+    dir=$(dirname "$target")
+    while [ "$dir" != "/" ]; do
+      if [ -d "$dir" ] && [ $(( $(stat -c '%a' "$dir" | sed 's/^.*\(.\)$/\1/') & 1 )) -eq 0 ]; then
+        echo "letting sandboxed job users pass through $dir (chmod o+x; listing stays closed)" >&2
+        chmod o+x "$dir"
+      fi
+      dir=$(dirname "$dir")
+    done
+  done
+}

@@ -16,8 +16,9 @@ class ArtifactsSettings(ServiceSettings):
       (default `sqlite:///<data_dir>/artifacts.db`).
     - `RONDO_ARTIFACTS_LOG_FLUSH_INTERVAL_S`: a job's log files are re-uploaded at most this
       often (and always when the job finishes or fails).
-    - `RONDO_ARTIFACTS_RETRY_DELAY_S`: first redelivery delay of an event that cannot be handled
-      yet (job not known yet, S3 or NATS unreachable); it grows with each redelivery.
+    - Redelivery of an event that cannot be handled yet (job not known yet, S3 or NATS
+      unreachable) follows every service's `RONDO_CONSUMER_RETRY_DELAY_S` /
+      `RONDO_CONSUMER_MAX_RETRY_DELAY_S` (`rondo.contracts.consumers`).
     - `RONDO_ARTIFACTS_MULTIPART_THRESHOLD_MB`: uploads at least this large go multipart.
     - `RONDO_ARTIFACTS_LAST_ROUND_WAIT_S`: how long an ended job's outputs wait for its last
       round's checkpoint before they are announced written without it.
@@ -27,8 +28,6 @@ class ArtifactsSettings(ServiceSettings):
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/artifacts.db"
     )
     artifacts_log_flush_interval_s: float = Field(default=2.0, gt=0)
-    artifacts_retry_delay_s: float = Field(default=2.0, gt=0)
-    artifacts_max_retry_delay_s: float = Field(default=30.0, gt=0)
     artifacts_multipart_threshold_mb: int = Field(default=64, ge=5)
     artifacts_last_round_wait_s: float = Field(
         default=120.0,

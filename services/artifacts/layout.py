@@ -1,4 +1,4 @@
-"""Exact object keys of a job's outputs in the user's bucket.
+"""Exact object keys of a job's outputs in the user's bucket (names from `rondo.contracts.layout`).
 
 Every key the service writes is spelled here, under the job folder `prefix` (`jobs/{name}/`):
 
@@ -11,41 +11,33 @@ Every key the service writes is spelled here, under the job folder `prefix` (`jo
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-FILES_OUT = "files_out"
-MODEL_OUT = "model_out"
+from rondo.contracts.consumers import NeverValid
+from rondo.contracts.layout import (
+    BEST_MODEL,
+    FILES_OUT,
+    GLOBAL_MODEL,
+    METRICS_JSON,
+    REPORT_FILES,
+    ROUNDS_JSON,
+    TRAINING_LOG,
+    files_out_key,
+    is_log_file_name,
+    model_out_key,
+    model_round_name,
+    normalize_prefix,
+)
 
-METRICS_JSON = "metrics.json"
-TRAINING_LOG = "training_log.txt"
-ROUNDS_JSON = "fl_round_complete.json"
-GLOBAL_MODEL = "global_model.pt"
-BEST_MODEL = "best_model.pt"
+__all__ = [
+    "JobLocation",
+    "UnsafePath",
+    "check_staged_path",
+    "is_log_file_name",
+    "normalize_prefix",
+]
 
-# Files under files_out/ that only the service renders; a staged user file may not replace them.
-REPORT_FILES = frozenset({METRICS_JSON, TRAINING_LOG, ROUNDS_JSON})
 
-
-class UnsafePath(ValueError):
+class UnsafePath(NeverValid, ValueError):
     """A staged file's path would land outside `files_out/` or on a service-owned report."""
-
-
-def model_round_name(round_number: int) -> str:
-    return f"model_round_{round_number}.pt"
-
-
-def is_log_file_name(name: str) -> bool:
-    """`server.log` or `client_<n>.log`: names the log assembler owns."""
-    if name == "server.log":
-        return True
-    stem = name.removeprefix("client_").removesuffix(".log")
-    return name.startswith("client_") and name.endswith(".log") and stem.isdigit()
-
-
-def normalize_prefix(prefix: str) -> str:
-    """`jobs/digits` and `/jobs/digits/` both become `jobs/digits/`."""
-    cleaned = prefix.strip("/")
-    if not cleaned:
-        raise ValueError("a job prefix may not be empty")
-    return cleaned + "/"
 
 
 def check_staged_path(path: str) -> str:
@@ -82,10 +74,10 @@ class JobLocation:
         return f"{self.prefix}{relative}"
 
     def files_out(self, name: str) -> str:
-        return self.key(f"{FILES_OUT}/{name}")
+        return files_out_key(self.prefix, name)
 
     def model_out(self, name: str) -> str:
-        return self.key(f"{MODEL_OUT}/{name}")
+        return model_out_key(self.prefix, name)
 
     @property
     def metrics_json(self) -> str:

@@ -18,12 +18,13 @@ from rondo.artifacts.layout import JobLocation, is_log_file_name
 from rondo.artifacts.models import DirtyLogFile
 from rondo.artifacts.store import ArtifactsStore
 from rondo.artifacts.writer import BucketWriter
+from rondo.contracts.consumers import NeverValid
 from rondo.contracts.events import LogBatch
 
 logger = logging.getLogger(__name__)
 
 
-class BadLogSource(ValueError):
+class BadLogSource(NeverValid, ValueError):
     """A batch whose source does not name a log file (e.g. a client without a slot)."""
 
 

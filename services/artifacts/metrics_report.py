@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rondo.artifacts.models import RoundRecord
+from rondo.contracts.layout import client_name
 
 LOSS = "loss"
 SCORES_BY_PREFERENCE = ("accuracy", "miou")
@@ -93,10 +94,6 @@ def _json_safe(value: Any) -> Any:
 
 def _dump(document: dict[str, Any]) -> bytes:
     return (json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n").encode()
-
-
-def client_name(slot: int) -> str:
-    return f"client_{slot}"
 
 
 def samples_by_client(record: RoundRecord) -> dict[str, int]:

@@ -12,16 +12,13 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field as SqlField
 from sqlmodel import SQLModel
 
+from rondo.contracts.clock import utc_now
 from rondo.contracts.events import WorkerContribution
 
 
 def utc(moment: datetime) -> datetime:
     """SQLite hands datetimes back naive; everything stored here is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- Tables -------------------------------------------------------------------------------
@@ -44,7 +41,7 @@ class JobRow(ArtifactsTable, table=True):
     global_sha256: str | None = None
     best_round: int | None = None
     best_sha256: str | None = None
-    updated_at: datetime = SqlField(default_factory=now_utc)
+    updated_at: datetime = SqlField(default_factory=utc_now)
 
 
 class RoundRow(ArtifactsTable, table=True):
@@ -75,7 +72,7 @@ class StagedFileRow(ArtifactsTable, table=True):
     size: int
     run_id: str
     generation: int = 0
-    written_at: datetime = SqlField(default_factory=now_utc)
+    written_at: datetime = SqlField(default_factory=utc_now)
 
 
 class LogFileRow(ArtifactsTable, table=True):

@@ -16,12 +16,14 @@ from typing import BinaryIO
 from nats.js.errors import DigestMismatchError, NotFoundError
 from nats.js.object_store import ObjectStore
 
+from rondo.contracts.consumers import NeverValid
 
-class StagedObjectMissing(LookupError):
+
+class StagedObjectMissing(NeverValid, LookupError):
     """The named object is not (or no longer) in the staging store."""
 
 
-class ChecksumMismatch(ValueError):
+class ChecksumMismatch(NeverValid, ValueError):
     """The staged bytes do not hash to the SHA-256 the event announced."""
 
 

@@ -23,9 +23,10 @@ from rondo.artifacts.models import (
     RoundRow,
     StagedFile,
     StagedFileRow,
-    now_utc,
     utc,
 )
+from rondo.contracts.clock import utc_now
+from rondo.contracts.consumers import RetryLater
 from rondo.contracts.database import dialect_insert, make_engine
 from rondo.contracts.events import WorkerContribution
 from rondo.contracts.migrations import upgrade
@@ -33,15 +34,21 @@ from rondo.contracts.migrations import upgrade
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-class JobNotKnown(LookupError):
+class JobNotKnown(RetryLater, LookupError):
     """An event names a job whose `JobSubmitted` has not been seen yet: retry it later."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not known yet")
+        self.job_id = job_id
 
 
 class ArtifactsStore(Protocol):
     """What the service remembers between events."""
 
-    def save_location(self, location: JobLocation) -> None:
-        """Remember (or update) where a job's folder is; keeps its model pointers."""
+    def save_location(self, location: JobLocation) -> JobLocation:
+        """Remember where a job's folder is, once: a job already known keeps the location
+        first recorded (a later event naming another bucket changes nothing). Returns the
+        location recorded."""
         ...
 
     def location(self, job_id: str) -> JobLocation:
@@ -120,21 +127,19 @@ class SqlArtifactsStore:
 
     # --- jobs --------------------------------------------------------------------------
 
-    def save_location(self, location: JobLocation) -> None:
+    def save_location(self, location: JobLocation) -> JobLocation:
         values = {
             "job_id": location.job_id,
             "bucket": location.bucket,
             "prefix": normalize_prefix(location.prefix),
-            "updated_at": now_utc(),
+            "updated_at": utc_now(),
         }
         statement = dialect_insert(self._engine, JobRow).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["job_id"],
-            set_={"bucket": values["bucket"], "prefix": values["prefix"]},
-        )
+        statement = statement.on_conflict_do_nothing(index_elements=["job_id"])
         with Session(self._engine) as session:
             session.exec(statement)
             session.commit()
+        return self.location(location.job_id)
 
     def location(self, job_id: str) -> JobLocation:
         with Session(self._engine) as session:
@@ -164,7 +169,7 @@ class SqlArtifactsStore:
             row.global_sha256 = pointers.global_sha256
             row.best_round = pointers.best_round
             row.best_sha256 = pointers.best_sha256
-            row.updated_at = now_utc()
+            row.updated_at = utc_now()
             session.add(row)
             session.commit()
 
@@ -210,7 +215,7 @@ class SqlArtifactsStore:
             return StagedFile.model_validate(row, from_attributes=True) if row else None
 
     def record_staged(self, file: StagedFile) -> None:
-        values = {**file.model_dump(), "written_at": now_utc()}
+        values = {**file.model_dump(), "written_at": utc_now()}
         statement = dialect_insert(self._engine, StagedFileRow).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=["job_id", "path"],

@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import TracerProvider
 
 from rondo.contracts.bus import make_broker, register_health, start_broker
+from rondo.contracts.consumers import DurableConsumers
 from rondo.contracts.heartbeats import HeartbeatIntake
 from rondo.contracts.storage import platform_s3_client
 from rondo.gateway import (
@@ -34,10 +35,12 @@ from rondo.gateway.errors import install_error_handlers
 from rondo.gateway.job_logs import JobLogStore, prune_logs_forever, register_log_consumer
 from rondo.gateway.models import utc_now
 from rondo.gateway.pubsub import JobEventHub
-from rondo.gateway.rate_limit import TokenBucketLimiter
+from rondo.gateway.rate_limit import FailedAuthLimiter, TokenBucketLimiter
 from rondo.gateway.read_model import register_read_model
 from rondo.gateway.secret_box import load_secret_box, seal_unsealed_secrets
 from rondo.gateway.storage_admin import make_storage_admin
+from rondo.gateway.stream_guard import StreamGuard
+from rondo.gateway.submissions import republish_forever
 from rondo.gateway.user_files import UserS3Clients
 from rondo.gateway.workers import WorkerRegistry
 
@@ -65,9 +68,10 @@ def create_app(
     seal_unsealed_secrets(engine, secret_box)
     broker = make_broker(settings, SERVICE_NAME)
     hub = JobEventHub()
-    register_read_model(broker, engine, hub)
+    consumers = DurableConsumers(broker, settings)
+    register_read_model(consumers, engine, hub)
     log_store = JobLogStore(engine)
-    register_log_consumer(broker, log_store, hub)
+    register_log_consumer(consumers, log_store, hub)
     workers = WorkerRegistry(online_s=settings.gateway_worker_online_s)
     heartbeats = HeartbeatIntake(workers.observe)
     register_health(broker, SERVICE_NAME, detail=lambda: {"sse_listeners": hub.listener_count()})
@@ -80,10 +84,12 @@ def create_app(
         pruning = asyncio.create_task(
             prune_logs_forever(log_store, settings.gateway_log_retention_days, utc_now)
         )
+        outbox = asyncio.create_task(republish_forever(engine, broker, utc_now))
         try:
             yield
         finally:
             pruning.cancel()
+            outbox.cancel()
             await heartbeats.stop()
             hub.close()
             await broker.stop()
@@ -109,6 +115,10 @@ def create_app(
     app.state.rate_limiter = TokenBucketLimiter(
         settings.gateway_rate_limit_per_s, settings.gateway_rate_limit_burst
     )
+    app.state.auth_failures = FailedAuthLimiter(
+        settings.gateway_auth_failures_per_s, settings.gateway_auth_failure_burst
+    )
+    app.state.stream_guard = StreamGuard(engine, settings.gateway_stream_auth_check_s)
 
     install_error_handlers(app)
     app.include_router(routes_health.router)

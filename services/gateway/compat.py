@@ -25,20 +25,28 @@ from rondo.contracts.api import (
     UploadedPart,
 )
 from rondo.contracts.events import Slot
+from rondo.contracts.layout import (
+    CONFIGS,
+    MODEL,
+    REQUIREMENTS,
+    SCRIPTS,
+    SERVER_CONFIG_KEY,
+    SHARDS,
+    job_prefix,
+)
 from rondo.contracts.states import JobState
-from rondo.contracts.storage import S3Client
+from rondo.contracts.storage import S3Client, is_not_found
 from rondo.contracts.training import GpuRequirements, TrainingConfig
 from rondo.gateway.errors import ApiError
 
-SERVER_CONFIG = "configs/config_fed_server.json"
 MAX_CONFIG_BYTES = 1024 * 1024
 # Which folder of jobs/<name>/ each path field of a task must name.
 TASK_FOLDERS = {
-    "shards_dir_path": "shards",
-    "training_scripts_folder_path": "scripts",
-    "training_config_folder_path": "configs",
-    "training_requirements_folder_path": "requirements",
-    "model_folder_path": "model",
+    "shards_dir_path": SHARDS,
+    "training_scripts_folder_path": SCRIPTS,
+    "training_config_folder_path": CONFIGS,
+    "training_requirements_folder_path": REQUIREMENTS,
+    "model_folder_path": MODEL,
 }
 
 
@@ -247,12 +255,12 @@ def custom_app_config(s3: S3Client, bucket: str, name: str) -> TrainingConfig:
     """The training config of a job that brings its own NVFlare app: `num_rounds` from the
     workflow args of `configs/config_fed_server.json` (the defaults when there is no such
     file; the submission checks then say what is missing)."""
-    key = f"jobs/{name}/{SERVER_CONFIG}"
+    key = job_prefix(name) + SERVER_CONFIG_KEY
     try:
         answer = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_CONFIG_BYTES - 1}")
         raw = answer["Body"].read(MAX_CONFIG_BYTES + 1)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if is_not_found(error):
             return TrainingConfig()
         raise _invalid_server_config(key, "could not be read from your bucket") from error
     except BotoCoreError as error:

@@ -24,6 +24,23 @@ class GatewaySettings(ServiceSettings):
     gateway_rate_limit_burst: int = Field(
         default=200, ge=1, description="RONDO_GATEWAY_RATE_LIMIT_BURST: requests a key may save up"
     )
+    gateway_auth_failures_per_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="RONDO_GATEWAY_AUTH_FAILURES_PER_S: requests with an unknown or revoked API "
+        "key one client address may make a second, once its burst is spent (then 429)",
+    )
+    gateway_auth_failure_burst: int = Field(
+        default=20,
+        ge=1,
+        description="RONDO_GATEWAY_AUTH_FAILURE_BURST: such requests an address may make at once",
+    )
+    gateway_stream_auth_check_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="RONDO_GATEWAY_STREAM_AUTH_CHECK_S: how often open event streams check that "
+        "their API key is still valid (a revoked key's streams end within this)",
+    )
     gateway_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="RONDO_GATEWAY_MAX_BODY_BYTES: larger -> 413"
     )

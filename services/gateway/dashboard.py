@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from rondo.contracts.api import JobPublic, UserStreamEvent
-from rondo.gateway.deps import CurrentUser, HubDep, get_engine
+from rondo.gateway.deps import ApiKeyHash, CurrentUser, HubDep, StreamGuardDep, get_engine
 from rondo.gateway.errors import ERROR_RESPONSES
 from rondo.gateway.jobs import get_user_job
 from rondo.gateway.pubsub import ANY_JOB
@@ -112,15 +112,19 @@ class _Ownership:
     responses=ERROR_RESPONSES,
 )
 async def stream_user_events(
-    user: CurrentUser, hub: HubDep, engine: EngineDep
+    user: CurrentUser,
+    hub: HubDep,
+    engine: EngineDep,
+    guard: StreamGuardDep,
+    key_hash: ApiKeyHash,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events of every change to the user's jobs: `ready` once subscribed (list
     the jobs after it and no change is missed), then `state`, `progress` and `failed` with the
-    job's JobPublic. Rounds and logs stay on the per-job stream. Open until the client leaves
-    or the gateway shuts down.
+    job's JobPublic. Rounds and logs stay on the per-job stream. Open until the client leaves,
+    the gateway shuts down, or the API key is revoked (or its user removed).
     """
     ownership = _Ownership(engine, user.id)
-    with hub.subscribe(ANY_JOB) as queue:
+    with hub.subscribe(ANY_JOB) as queue, guard.watch(key_hash, queue):
         yield ServerSentEvent(event=UserStreamEvent.READY.value, data={})
         while (event := await queue.get()) is not None:
             job = event.data

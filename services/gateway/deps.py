@@ -20,9 +20,10 @@ from rondo.gateway.errors import ApiError, not_found
 from rondo.gateway.jobs import get_user_job
 from rondo.gateway.models import Job, User
 from rondo.gateway.pubsub import JobEventHub
-from rondo.gateway.rate_limit import TokenBucketLimiter
+from rondo.gateway.rate_limit import FailedAuthLimiter, TokenBucketLimiter
 from rondo.gateway.s3_keys import active_credentials
 from rondo.gateway.secret_box import SecretBox
+from rondo.gateway.stream_guard import StreamGuard
 from rondo.gateway.user_files import UserFiles, UserS3Clients
 
 # Documents the scheme in OpenAPI; the header itself is parsed by `bearer_token` so that a
@@ -61,11 +62,22 @@ def get_hub(request: Request) -> JobEventHub:
     return hub
 
 
+def get_stream_guard(request: Request) -> StreamGuard:
+    guard: StreamGuard = request.app.state.stream_guard
+    return guard
+
+
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 BrokerDep = Annotated[NatsBroker, Depends(get_broker)]
 S3Dep = Annotated[S3Client, Depends(get_s3)]
 HubDep = Annotated[JobEventHub, Depends(get_hub)]
+StreamGuardDep = Annotated[StreamGuard, Depends(get_stream_guard)]
+
+
+def client_address(request: Request) -> str:
+    """The peer's address as uvicorn reports it (see `rate_limit` on proxies)."""
+    return request.client.host if request.client else "unknown"
 
 
 def get_current_user(
@@ -74,14 +86,33 @@ def get_current_user(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> User:
     """The user of the request's API key; 401 `malformed_bearer` / `invalid_api_key`, 429
-    `rate_limited` (checked before the key is looked up, so a flood costs no query)."""
+    `auth_rate_limited` (this client address sent too many refused keys) or `rate_limited`
+    (this key is over its rate). Both limits are checked before the key is looked up, so a
+    flood costs no query."""
     key = bearer_token(request.headers.get("Authorization"))
+    address = client_address(request)
+    failures: FailedAuthLimiter = request.app.state.auth_failures
+    failures.check(address)
     limiter: TokenBucketLimiter = request.app.state.rate_limiter
     limiter.check(hash_api_key(key))
-    return authenticate(session, key)
+    try:
+        return authenticate(session, key)
+    except ApiError as error:
+        if error.status_code == status.HTTP_401_UNAUTHORIZED:
+            failures.record_failure(address)
+        raise
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_api_key_hash(request: Request, _user: CurrentUser) -> str:
+    """The stored hash of the request's (authenticated) key: what a stream registers with
+    `StreamGuard` so it ends when that key is revoked."""
+    return hash_api_key(bearer_token(request.headers.get("Authorization")))
+
+
+ApiKeyHash = Annotated[str, Depends(get_api_key_hash)]
 
 
 def get_owned_job(job_id: str, session: SessionDep, user: CurrentUser) -> Job:

@@ -19,14 +19,15 @@ from datetime import datetime, timedelta
 
 import anyio
 from fastapi.sse import ServerSentEvent
-from faststream.nats import NatsBroker, PullSub
 from sqlalchemy import Engine, delete, func, tuple_
 from sqlmodel import Session, col, select
 
 from rondo.contracts.api import JobLogs, JobStreamEvent, LogLines
+from rondo.contracts.consumers import DurableConsumers
 from rondo.contracts.events import LogBatch, LogSource
+from rondo.contracts.layout import files_out_key, log_file_name
 from rondo.contracts.states import JobState
-from rondo.contracts.subjects import LOGS_FILTER, LOGS_STREAM, Durables
+from rondo.contracts.subjects import Durables
 from rondo.gateway.models import Job, JobLogLine
 from rondo.gateway.pubsub import JobEventHub
 
@@ -44,7 +45,7 @@ def source_name(source: LogSource) -> str:
 
 def log_file_key(files_prefix: str, source: str) -> str:
     """Where artifacts keeps the source's complete log in the user's bucket."""
-    return f"{files_prefix}files_out/{source}.log"
+    return files_out_key(files_prefix, log_file_name(source))
 
 
 class JobLogStore:
@@ -200,18 +201,15 @@ async def prune_logs_forever(
         await asyncio.sleep(PRUNE_INTERVAL_S)
 
 
-def register_log_consumer(broker: NatsBroker, store: JobLogStore, hub: JobEventHub) -> None:
+def register_log_consumer(
+    consumers: DurableConsumers, store: JobLogStore, hub: JobEventHub
+) -> None:
     """Consume `rondo.logs.*` durably (before the broker starts): store each batch, then send
-    its new lines to the job's live streams as `log` events."""
+    its new lines to the job's live streams as `log` events. A batch that cannot be stored
+    (database locked or down) is redelivered with a growing delay."""
     lock = asyncio.Lock()  # a run's place (`run_seq`) is read, then written
 
-    @broker.subscriber(
-        LOGS_FILTER,
-        stream=LOGS_STREAM.ref,
-        durable=Durables.GATEWAY_LOGS,
-        pull_sub=PullSub(batch_size=1, timeout=2.0),
-        title="gateway:logs",
-    )
+    @consumers(LogBatch, Durables.GATEWAY_LOGS)
     async def on_log_batch(batch: LogBatch) -> None:
         async with lock:
             lines = await anyio.to_thread.run_sync(store.add, batch)

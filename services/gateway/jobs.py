@@ -64,7 +64,8 @@ def create_submitted_job(
     folder: JobFolder,
     idempotency_key: str | None,
 ) -> Job:
-    """Store the job PENDING with its first transition and commit.
+    """Store the job PENDING with its first transition and its `job.submitted` (the outbox the
+    gateway hands it over from, see `rondo.gateway.submissions`), and commit.
 
     `min_clients` defaults to the number of shards, so the stored config is the one that runs.
     Raises `sqlalchemy.exc.IntegrityError` when an active job already has this name or the
@@ -86,6 +87,7 @@ def create_submitted_job(
         idempotency_key=idempotency_key,
     )
     job.transitions = [JobTransition(state=JobState.PENDING, at=job.created_at)]
+    job.submitted_event = job_submitted_event(user, job, folder, submission).model_dump(mode="json")
     session.add(job)
     try:
         session.commit()

@@ -33,6 +33,9 @@ from rondo.gateway.users import (
 
 T = TypeVar("T")
 
+# `create-user --api-key` from the environment: a process's argv is world-readable.
+API_KEY_ENV = "RONDO_MANAGE_API_KEY"
+
 cli = typer.Typer(
     help="Gateway operator commands (users, API keys, S3 keys).",
     no_args_is_help=True,
@@ -77,17 +80,28 @@ def _main() -> None:
 def create_user_command(
     name: Annotated[str, typer.Argument(help="Unique user name")],
     bucket: Annotated[
-        str | None, typer.Option(help="The user's bucket (created if missing); rondo-<name>")
+        str | None, typer.Option(help="The user's own new bucket (created); rondo-<name>")
     ] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="Register this key instead of minting one (idempotent)")
+        str | None,
+        typer.Option(
+            help="Register this key instead of minting one (idempotent); better passed as "
+            f"{API_KEY_ENV}, as a command line is readable by every local user",
+            envvar=API_KEY_ENV,
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create a user, their bucket and S3 key; print the API key and S3 secret (shown once)."""
+    """Create a user, their bucket and S3 key; print the API key and S3 secret (shown once).
+
+    The bucket must be new: the platform's bucket, another user's, or one already in the store
+    is refused (pass --bucket with a new name). User names are case-insensitive."""
     bucket = bucket or default_bucket(name)
+    platform_bucket = GatewaySettings().platform_bucket
     created = _run(
-        lambda session, storage, box: add_user(session, storage, box, name, bucket, api_key)
+        lambda session, storage, box: add_user(
+            session, storage, box, name, bucket, api_key, platform_bucket=platform_bucket
+        )
     )
     _print(
         created,

@@ -13,6 +13,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, Relationship, SQLModel
 
 from rondo.contracts.api import JobError, JobPublic, RoundPublic, StateTransition
+from rondo.contracts.clock import utc_now
 from rondo.contracts.events import WorkerContribution
 from rondo.contracts.states import JobState, WorkerPanel, WorkerSlotView
 from rondo.contracts.training import TrainingConfig
@@ -24,10 +25,6 @@ _ACTIVE_SQL = text(f"state IN ({', '.join(repr(s.value) for s in ACTIVE_STATES)}
 class GatewayModel(SQLModel, registry=registry()):
     """Base of the gateway's models: their own metadata, so another service's tables loaded in
     the same process (tests) never clash with these names."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -53,14 +50,36 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def user_name_key(name: str) -> str:
+    """What makes a user name unique: its lower-cased form (`Default` and `default` are one)."""
+    return name.lower()
+
+
+def _name_key_of_insert(context: Any) -> str:
+    """`users.name_key` when a row is inserted without one: derived from its name."""
+    return user_name_key(str(context.get_current_parameters()["name"]))
+
+
 class User(GatewayModel, table=True):
-    """A tenant: sees only their own jobs and their own bucket."""
+    """A tenant: sees only their own jobs and their own bucket.
+
+    Names are unique case-insensitively (`name_key`, the lower-cased name) and no two users
+    share a bucket: the constraints hold even against two operator commands racing.
+    """
 
     __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("name_key", name="uq_users_name_key"),
+        UniqueConstraint("bucket", name="uq_users_bucket"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(unique=True, index=True)
-    bucket: str = Field(description="The user's S3 bucket; job folders live under jobs/")
+    name_key: str = Field(
+        description="user_name_key(name), filled in on insert",
+        sa_column_kwargs={"default": _name_key_of_insert},
+    )
+    bucket: str = Field(description="The user's S3 bucket (theirs alone); jobs live under jobs/")
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
 
 
@@ -145,6 +164,12 @@ class Job(GatewayModel, table=True):
     )
     snapshot_event_id: str | None = Field(
         default=None, description="event_id of that snapshot (a redelivery of it is a no-op)"
+    )
+    submitted_event: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=JSON,
+        description="The job.submitted stored with the job (an outbox): republished until the "
+        "scheduler acknowledges the job (its first snapshot)",
     )
 
     transitions: list["JobTransition"] = Relationship(

@@ -9,7 +9,8 @@ Idempotent under redelivery and reordering between the consumers:
   left;
 - a transition is recorded once per (job, state); a round once per (job, round, run_id);
 - the outputs' completion is recorded once (the first announcement's time);
-- events for jobs the gateway does not know are logged and acknowledged.
+- events for jobs the gateway does not know are logged and acknowledged;
+- events dated in the future beyond the allowed clock skew are logged and ignored.
 """
 
 import asyncio
@@ -19,11 +20,12 @@ from typing import TypeVar
 
 import anyio
 from fastapi.sse import ServerSentEvent
-from faststream.nats import NatsBroker, PullSub
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from rondo.contracts.api import JobError, JobPublic, JobStreamEvent, RoundPublic
+from rondo.contracts.clock import Clock
+from rondo.contracts.consumers import DurableConsumers, dated_ahead
 from rondo.contracts.events import (
     Event,
     JobFailed,
@@ -31,15 +33,13 @@ from rondo.contracts.events import (
     JobProgress,
     JobStateChanged,
     RoundCompleted,
+    utc_now,
 )
-from rondo.contracts.subjects import JOBS_STREAM, Durables
+from rondo.contracts.subjects import Durables
 from rondo.gateway.models import Job, JobRound, JobTransition, job_public, round_public
 from rondo.gateway.pubsub import JobEventHub
 
 logger = logging.getLogger(__name__)
-
-# One message at a time per consumer: FastStream handles a fetched batch concurrently.
-PULL = PullSub(batch_size=1, timeout=2.0)
 
 E = TypeVar("E", bound=Event)
 T = TypeVar("T")
@@ -176,17 +176,29 @@ def apply_round_completed(session: Session, event: RoundCompleted) -> RoundPubli
     return round_public(row)
 
 
-def register_read_model(broker: NatsBroker, engine: Engine, hub: JobEventHub) -> None:
-    """Subscribe the read-model consumers on `broker` (before it starts).
+def register_read_model(
+    consumers: DurableConsumers, engine: Engine, hub: JobEventHub, clock: Clock = utc_now
+) -> None:
+    """Subscribe the read-model consumers (before the broker starts).
 
     The consumers run concurrently; their DB work is serialized by one lock (a job row's
     read-check-write must not interleave with another consumer's) and runs in a worker thread
     (SQLite may wait on a lock). The hub is published to from the event loop. A handler that
-    raises is nacked and the event redelivered.
+    raises (a locked or unreachable database) has its event redelivered with a growing delay
+    (`rondo.contracts.consumers`). An event dated ahead of `clock` by more than the allowed
+    clock skew is ignored (logged): it would shadow every real snapshot after it.
     """
     write_lock = asyncio.Lock()
 
-    async def run_in_session(apply: Callable[[Session, E], T], event: E) -> T:
+    async def run_in_session(apply: Callable[[Session, E], T], event: E) -> T | None:
+        if dated_ahead(event.occurred_at, clock()):
+            logger.warning(
+                "%s %s of job %s is dated %s, ahead of this clock: ignored",
+                event.subject, event.event_id, getattr(event, "job_id", "-"),
+                event.occurred_at.isoformat(),
+            )  # fmt: skip
+            return None
+
         def run() -> T:
             with Session(engine) as session:
                 return apply(session, event)
@@ -198,57 +210,27 @@ def register_read_model(broker: NatsBroker, engine: Engine, hub: JobEventHub) ->
         if data is not None:
             hub.publish(job_id, ServerSentEvent(event=kind.value, data=data))
 
-    @broker.subscriber(
-        JobStateChanged.SUBJECT,
-        stream=JOBS_STREAM.ref,
-        durable=Durables.GATEWAY_STATE,
-        pull_sub=PULL,
-        title="gateway:job.state_changed",
-    )
+    @consumers(JobStateChanged, Durables.GATEWAY_STATE)
     async def on_state_changed(event: JobStateChanged) -> None:
         view = await run_in_session(apply_state_changed, event)
         announce(event.job_id, JobStreamEvent.STATE, view)
 
-    @broker.subscriber(
-        JobProgress.SUBJECT,
-        stream=JOBS_STREAM.ref,
-        durable=Durables.GATEWAY_PROGRESS,
-        pull_sub=PULL,
-        title="gateway:job.progress",
-    )
+    @consumers(JobProgress, Durables.GATEWAY_PROGRESS)
     async def on_progress(event: JobProgress) -> None:
         view = await run_in_session(apply_progress, event)
         announce(event.job_id, JobStreamEvent.PROGRESS, view)
 
-    @broker.subscriber(
-        JobFailed.SUBJECT,
-        stream=JOBS_STREAM.ref,
-        durable=Durables.GATEWAY_FAILED,
-        pull_sub=PULL,
-        title="gateway:job.failed",
-    )
+    @consumers(JobFailed, Durables.GATEWAY_FAILED)
     async def on_failed(event: JobFailed) -> None:
         view = await run_in_session(apply_failed, event)
         announce(event.job_id, JobStreamEvent.FAILED, view)
 
-    @broker.subscriber(
-        JobOutputsWritten.SUBJECT,
-        stream=JOBS_STREAM.ref,
-        durable=Durables.GATEWAY_OUTPUTS,
-        pull_sub=PULL,
-        title="gateway:job.outputs_written",
-    )
+    @consumers(JobOutputsWritten, Durables.GATEWAY_OUTPUTS)
     async def on_outputs_written(event: JobOutputsWritten) -> None:
         view = await run_in_session(apply_outputs_written, event)
         announce(event.job_id, JobStreamEvent.PROGRESS, view)
 
-    @broker.subscriber(
-        RoundCompleted.SUBJECT,
-        stream=JOBS_STREAM.ref,
-        durable=Durables.GATEWAY_ROUNDS,
-        pull_sub=PULL,
-        title="gateway:round.completed",
-    )
+    @consumers(RoundCompleted, Durables.GATEWAY_ROUNDS)
     async def on_round_completed(event: RoundCompleted) -> None:
         row = await run_in_session(apply_round_completed, event)
         announce(event.job_id, JobStreamEvent.ROUND, row)

@@ -22,17 +22,26 @@ from rondo.contracts.bus import publish
 from rondo.contracts.events import CancelMode, JobCancelRequested
 from rondo.contracts.states import JobState
 from rondo.contracts.telemetry import tag_job
-from rondo.gateway.deps import BrokerDep, CurrentUser, HubDep, OwnedJob, S3Dep, SessionDep
+from rondo.gateway.deps import (
+    ApiKeyHash,
+    BrokerDep,
+    CurrentUser,
+    HubDep,
+    OwnedJob,
+    S3Dep,
+    SessionDep,
+    StreamGuardDep,
+)
 from rondo.gateway.errors import ERROR_RESPONSES, ApiError
 from rondo.gateway.jobs import (
     active_job_named,
     create_submitted_job,
     find_by_idempotency_key,
-    job_submitted_event,
     latest_rounds,
     list_user_jobs,
 )
 from rondo.gateway.models import Job, job_public, round_public
+from rondo.gateway.submissions import SUBMIT_ACK_TIMEOUT_S, SUBMIT_PUBLISH_RETRY_S, hand_over
 from rondo.gateway.validation import inspect_job_folder
 
 logger = logging.getLogger(__name__)
@@ -106,7 +115,7 @@ async def submit_job(
         raise _name_in_use(submission.name) from None
 
     tag_job(job.id)
-    await publish(broker, job_submitted_event(user, job, folder, submission))
+    await hand_over(broker, job)
     logger.info(
         "job %s (%s) submitted by %s: %d shard(s), custom app %s, warm start %s",
         job.id,
@@ -146,7 +155,20 @@ async def _request_cancel(job: Job, requested_by: str, broker: BrokerDep, mode: 
             "only PENDING or RUNNING jobs can be cancelled or stopped",
         )
     tag_job(job.id)
-    await publish(broker, JobCancelRequested(job_id=job.id, mode=mode, requested_by=requested_by))
+    request = JobCancelRequested(job_id=job.id, mode=mode, requested_by=requested_by)
+    try:
+        # Briefly, as a submit: a dead bus gets a clear answer, not a request hanging a minute.
+        await publish(
+            broker, request, retry_s=SUBMIT_PUBLISH_RETRY_S, ack_timeout_s=SUBMIT_ACK_TIMEOUT_S
+        )
+    except Exception as error:  # nothing was changed: the user can simply ask again
+        logger.warning("%s of job %s not delivered (%r)", mode, job.id, error)
+        raise ApiError(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            f"the {mode} of job {job.id} could not be delivered: the event bus is unreachable",
+            "nothing was changed; try again in a minute",
+        ) from error
     logger.info("%s of job %s requested by %s", mode, job.id, requested_by)
 
 
@@ -178,13 +200,14 @@ def read_job_metrics(job: OwnedJob, session: SessionDep) -> JobMetrics:
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=_NOT_FOUND)
 async def stream_job_events(
-    job: OwnedJob, session: SessionDep, hub: HubDep
+    job: OwnedJob, session: SessionDep, hub: HubDep, guard: StreamGuardDep, key_hash: ApiKeyHash
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: a `snapshot` (JobPublic) first, then `state`, `progress`, `failed`
     (JobPublic) and `round` (RoundPublic) as the read model changes. Stays open until the
-    client leaves or the gateway shuts down; keep-alive comments every 15 s.
+    client leaves, the gateway shuts down, or the API key is revoked (or its user removed:
+    the stream ends within seconds); keep-alive comments every 15 s.
     """
-    with hub.subscribe(job.id) as queue:
+    with hub.subscribe(job.id) as queue, guard.watch(key_hash, queue):
         # Subscribed first, then read: a change in between is sent twice, never lost.
         session.refresh(job)
         snapshot = job_public(job)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 
 from rondo.contracts.api import LOG_SOURCE_PATTERN, MAX_OFFSET, ErrorBody, JobLogs
+from rondo.contracts.layout import SERVER_SITE
 from rondo.gateway.deps import OwnedJob
 from rondo.gateway.errors import ERROR_RESPONSES, ApiError
 from rondo.gateway.job_logs import MAX_LINES_PER_READ, JobLogStore, log_file_key
@@ -44,7 +45,7 @@ def read_job_logs(
     store: LogStoreDep,
     source: Annotated[
         str, Query(pattern=LOG_SOURCE_PATTERN, description="'server' or 'client_<slot>'")
-    ] = "server",
+    ] = SERVER_SITE,
     tail: Annotated[int | None, Query(ge=1, le=MAX_LINES_PER_READ)] = None,
     start: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     end: Annotated[int | None, Query(ge=1, le=MAX_OFFSET)] = None,

@@ -24,7 +24,7 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from rondo.contracts.storage import make_s3_client, platform_s3_client
+from rondo.contracts.storage import error_code, is_no_bucket, make_s3_client, platform_s3_client
 from rondo.gateway.config import GatewaySettings
 
 if TYPE_CHECKING:
@@ -53,6 +53,10 @@ class StorageAdminError(RuntimeError):
     """The object store refused or failed an administrative call; the message says which."""
 
 
+class BucketExists(Exception):
+    """`create_bucket` found the bucket already in the store (made by anyone)."""
+
+
 class S3Key(BaseModel):
     access_key_id: str
     secret_access_key: str
@@ -73,6 +77,15 @@ class StorageAdmin(Protocol):
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create `bucket` unless it exists. Idempotent; never empties or changes one."""
+        ...
+
+    def create_bucket(self, bucket: str) -> None:
+        """Create a new `bucket`; raise `BucketExists` when the store already has one of that
+        name (whoever made it: it is not for a new user to inherit)."""
+        ...
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Delete an empty `bucket` (one `create_bucket` just made); a full one is refused."""
         ...
 
     def create_key(self, identity: str, bucket: str) -> S3Key:
@@ -109,10 +122,6 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
     }
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 class SeaweedIamAdmin:
     """`StorageAdmin` over SeaweedFS's embedded IAM API (see the module docstring)."""
 
@@ -131,17 +140,44 @@ class SeaweedIamAdmin:
         try:
             self._s3.create_bucket(Bucket=bucket)
         except ClientError as error:
-            if _error_code(error) not in BUCKET_ALREADY_THERE:
+            if error_code(error) not in BUCKET_ALREADY_THERE:
                 raise StorageAdminError(f"creating bucket {bucket} failed: {error}") from error
         except BotoCoreError as error:
             raise StorageAdminError(f"creating bucket {bucket} failed: {error}") from error
+
+    def create_bucket(self, bucket: str) -> None:
+        """Asked first (HEAD), then created: SeaweedFS, like AWS outside us-east-1, may answer
+        a create of a bucket the platform already owns with success."""
+        try:
+            self._s3.head_bucket(Bucket=bucket)
+        except ClientError as error:
+            if not is_no_bucket(error):
+                raise StorageAdminError(f"looking up bucket {bucket} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageAdminError(f"looking up bucket {bucket} failed: {error}") from error
+        else:
+            raise BucketExists(bucket)
+        try:
+            self._s3.create_bucket(Bucket=bucket)
+        except ClientError as error:
+            if error_code(error) in BUCKET_ALREADY_THERE:
+                raise BucketExists(bucket) from error
+            raise StorageAdminError(f"creating bucket {bucket} failed: {error}") from error
+        except BotoCoreError as error:
+            raise StorageAdminError(f"creating bucket {bucket} failed: {error}") from error
+
+    def delete_bucket(self, bucket: str) -> None:
+        try:
+            self._s3.delete_bucket(Bucket=bucket)
+        except (ClientError, BotoCoreError) as error:
+            raise StorageAdminError(f"deleting bucket {bucket} failed: {error}") from error
 
     def create_key(self, identity: str, bucket: str) -> S3Key:
         try:
             try:
                 self._iam.create_user(UserName=identity)
             except ClientError as error:
-                if _error_code(error) != "EntityAlreadyExists":
+                if error_code(error) != "EntityAlreadyExists":
                     raise
             self._iam.put_user_policy(
                 UserName=identity,
@@ -182,7 +218,7 @@ class SeaweedIamAdmin:
         try:
             keys = self._iam.list_access_keys(UserName=identity)["AccessKeyMetadata"]
         except ClientError as error:
-            if _error_code(error) == "NoSuchEntity":
+            if error_code(error) == "NoSuchEntity":
                 return False
             raise StorageAdminError(f"listing the keys of {identity} failed: {error}") from error
         except BotoCoreError as error:
@@ -193,7 +229,7 @@ class SeaweedIamAdmin:
         try:
             self._iam.delete_access_key(UserName=identity, AccessKeyId=access_key_id)
         except ClientError as error:
-            if _error_code(error) != "NoSuchEntity":
+            if error_code(error) != "NoSuchEntity":
                 raise StorageAdminError(
                     f"revoking S3 key {access_key_id} failed: {error}"
                 ) from error
@@ -219,6 +255,7 @@ class GarageRoutes:
 
     bucket_info: tuple[str, str]  # ?globalAlias=
     create_bucket: tuple[str, str]
+    delete_bucket: tuple[str, str]  # ?id=
     create_key: tuple[str, str]
     key_info: tuple[str, str]  # ?id=
     allow_key: tuple[str, str]
@@ -229,6 +266,7 @@ GARAGE_ROUTES = {
     "v1": GarageRoutes(
         bucket_info=("GET", "/v1/bucket"),
         create_bucket=("POST", "/v1/bucket"),
+        delete_bucket=("DELETE", "/v1/bucket"),
         create_key=("POST", "/v1/key"),
         key_info=("GET", "/v1/key"),
         allow_key=("POST", "/v1/bucket/allow"),
@@ -237,6 +275,7 @@ GARAGE_ROUTES = {
     "v2": GarageRoutes(
         bucket_info=("GET", "/v2/GetBucketInfo"),
         create_bucket=("POST", "/v2/CreateBucket"),
+        delete_bucket=("POST", "/v2/DeleteBucket"),
         create_key=("POST", "/v2/CreateKey"),
         key_info=("GET", "/v2/GetKeyInfo"),
         allow_key=("POST", "/v2/AllowBucketKey"),
@@ -287,6 +326,16 @@ class GarageAdmin:
     def ensure_bucket(self, bucket: str) -> None:
         if self._bucket_id(bucket) is None:
             self._call(self._routes.create_bucket, body={"globalAlias": bucket})
+
+    def create_bucket(self, bucket: str) -> None:
+        if self._bucket_id(bucket) is not None:
+            raise BucketExists(bucket)
+        self._call(self._routes.create_bucket, body={"globalAlias": bucket})
+
+    def delete_bucket(self, bucket: str) -> None:
+        bucket_id = self._bucket_id(bucket)
+        if bucket_id is not None:
+            self._call(self._routes.delete_bucket, params={"id": bucket_id})
 
     def create_key(self, identity: str, bucket: str) -> S3Key:
         bucket_id = self._bucket_id(bucket)

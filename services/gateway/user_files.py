@@ -5,7 +5,10 @@ store itself refuses anything else, and rotating the key voids the URLs at once.
 never pass through the gateway: downloads and uploads go straight to the store by presigned
 URL; only the text viewer reads a size-capped start of an object.
 
-Keys are bucket-relative; `check_key` refuses `..`, a leading `/` and control characters.
+Keys are bucket-relative paths; `check_key` refuses, with 400 before the store is asked, what
+is not one: a leading `/`, `.` or `..` segments, empty segments (`a//b`), backslashes, control
+characters. Stores normalise such keys differently (SeaweedFS fails on `./x`), so one key could
+name another object or fail as a store error.
 """
 
 import codecs
@@ -34,6 +37,8 @@ from rondo.contracts.storage import (
     PRESIGNED_GET_SECONDS,
     PRESIGNED_PUT_SECONDS,
     S3Client,
+    error_code,
+    is_not_found,
     make_s3_client,
 )
 from rondo.gateway.config import GatewaySettings
@@ -52,34 +57,45 @@ REQUEST_ERROR_CODES = ("MalformedXML", "InvalidArgument", "InvalidRequest")
 MAX_TEXT_BYTES = 8 * 1024 * 1024
 
 
-def _invalid_key(key: str, why: str) -> ApiError:
+def _invalid_key(key: str, why: str, fix: str) -> ApiError:
     return ApiError(
         status.HTTP_400_BAD_REQUEST,
         "invalid_key",
         f"object key {key!r} {why}",
-        "use a key relative to your bucket, e.g. jobs/<name>/scripts/model_def.py",
+        f"{fix}; keys are paths relative to your bucket, e.g. jobs/<name>/scripts/model_def.py",
     )
 
 
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
 def check_key(key: str, *, allow_empty: bool = False) -> str:
-    """`key` if it is a safe bucket-relative key (or prefix); raises 400 `invalid_key`."""
+    """`key` if it is a safe bucket-relative key (or prefix; a trailing `/` names a folder);
+    raises 400 `invalid_key` saying what to fix."""
     if not key:
         if allow_empty:
             return key
-        raise _invalid_key(key, "is empty")
+        raise _invalid_key(key, "is empty", "name an object")
+    if any(_is_control(char) for char in key):
+        raise _invalid_key(key, "contains control characters", "remove them")
+    if "\\" in key:
+        raise _invalid_key(key, "contains a backslash", "separate folders with '/'")
     if key.startswith("/"):
-        raise _invalid_key(key, "starts with '/'")
-    if ".." in key:
-        raise _invalid_key(key, "contains '..'")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
-        raise _invalid_key(key, "contains control characters")
+        raise _invalid_key(key, "starts with '/'", "drop the leading '/'")
+    segments = key.split("/")
+    if segments[-1] == "":
+        segments.pop()  # a folder: "jobs/a/"
+    if "" in segments:
+        raise _invalid_key(key, "has an empty folder name ('//')", "use a single '/'")
+    if "." in segments or ".." in segments:
+        raise _invalid_key(
+            key, "has a '.' or '..' folder", "name each folder; '.' and '..' are not resolved"
+        )
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        raise _invalid_key(key, f"is longer than {MAX_KEY_BYTES} bytes")
+        raise _invalid_key(key, f"is longer than {MAX_KEY_BYTES} bytes", "shorten it")
     return key
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def storage_unavailable(message: str) -> ApiError:
@@ -106,8 +122,8 @@ def storage_errors(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as error:
-        code = _error_code(error)
-        if code in ("NoSuchKey", "NotFound", "404"):
+        code = error_code(error)
+        if is_not_found(error):
             raise object_not_found(key) from error
         if code == "NoSuchUpload":
             raise ApiError(

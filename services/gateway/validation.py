@@ -24,6 +24,16 @@ from rondo.contracts.job_checks import (
     check_requirements,
     check_shard,
 )
+from rondo.contracts.layout import (
+    CONFIGS_DIR,
+    CUSTOM_APP_FILES,
+    MODEL_DEF_KEY,
+    MODEL_DIR,
+    REQUIREMENTS_KEY,
+    SHARD_SUFFIX,
+    SHARDS_DIR,
+    job_prefix,
+)
 from rondo.contracts.storage import S3Client
 from rondo.contracts.training import TrainingConfig
 from rondo.gateway.errors import ApiError
@@ -31,13 +41,6 @@ from rondo.gateway.ranged_reader import S3RangeReader
 
 logger = logging.getLogger(__name__)
 
-MODEL_DEF = "scripts/model_def.py"
-REQUIREMENTS = "requirements/requirements.txt"
-SHARDS_DIR = "shards/"
-CONFIGS_DIR = "configs/"
-MODEL_DIR = "model/"
-CUSTOM_APP_FILES = ("config_fed_server.json", "config_fed_client.json", "meta.json")
-SHARD_SUFFIX = ".zip"
 CHECKPOINT_SUFFIX = ".pt"
 # Scripts and configs larger than this are not read here (the workers still get them).
 MAX_TEXT_BYTES = 8 * 1024 * 1024
@@ -53,10 +56,6 @@ class JobFolder:
     shard_keys: list[str]
     has_custom_app: bool
     warm_start_key: str | None
-
-
-def job_prefix(name: str) -> str:
-    return f"jobs/{name}/"
 
 
 def natural_key(key: str) -> list[int | str]:
@@ -191,7 +190,7 @@ def _missing_file(key: str, hint: str) -> Problem:
 def _model_def_problems(
     listing: _FolderListing, config: TrainingConfig, has_custom_app: bool
 ) -> list[Problem]:
-    key = listing.key(MODEL_DEF)
+    key = listing.key(MODEL_DEF_KEY)
     if not listing.has(key):
         hint = f"upload your model class and fl_train_model function as {key}"
         return [_missing_file(key, hint)]
@@ -208,7 +207,7 @@ def _model_def_problems(
 
 
 def _requirements_problems(listing: _FolderListing) -> list[Problem]:
-    key = listing.key(REQUIREMENTS)
+    key = listing.key(REQUIREMENTS_KEY)
     if not listing.has(key):
         hint = f"upload {key}; an empty file is fine when the job needs no extra packages"
         return [_missing_file(key, hint)]

@@ -7,14 +7,13 @@ worker is online while it was heard within `online_s`; one silent for `forget_af
 dropped.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from rondo.contracts.api import WorkerList, WorkerPublic
-from rondo.contracts.events import WorkerHeartbeat, utc_now
+from rondo.contracts.clock import Clock, utc_now
+from rondo.contracts.events import WorkerHeartbeat
 
-Clock = Callable[[], datetime]
 FORGET_AFTER_S = 24 * 3600.0
 
 

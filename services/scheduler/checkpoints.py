@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from rondo.contracts.storage import S3Client
+from rondo.contracts.layout import model_out_key, model_round_name
+from rondo.contracts.storage import S3Client, is_not_found
 
 POLL_INTERVAL_S = 0.25
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ResumePoint:
 
 def round_checkpoint_key(prefix: str, round_number: int) -> str:
     """The key of round `round_number`'s global model under the job folder `prefix`."""
-    return f"{prefix}model_out/model_round_{round_number}.pt"
+    return model_out_key(prefix, model_round_name(round_number))
 
 
 def find_resume_point(
@@ -73,7 +73,7 @@ def _exists(s3: S3Client, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in _NOT_FOUND:
+        if is_not_found(error):
             return False
         raise
     return True

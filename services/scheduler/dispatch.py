@@ -29,7 +29,8 @@ from rondo.contracts.events import (
     ServerAssignment,
     WorkerHeartbeat,
 )
-from rondo.contracts.storage import PRESIGNED_GET_SECONDS, S3Client
+from rondo.contracts.layout import JOB_FILE_FOLDERS, MODEL_DIR, SERVER_SITE, flare_client_site
+from rondo.contracts.storage import PRESIGNED_GET_SECONDS, S3Client, is_not_found
 from rondo.scheduler import provisioning
 from rondo.scheduler.checkpoints import ResumePoint, find_resume_point
 from rondo.scheduler.models import RunCreate, RunSlotCreate
@@ -38,8 +39,6 @@ from rondo.scheduler.provisioning import ProvisionedKits, ProvisionRequest
 
 logger = logging.getLogger(__name__)
 
-# Folders of a job that agents download; shards go to their own slot only, outputs never.
-JOB_FILE_FOLDERS = ("scripts/", "configs/", "requirements/", "model/")
 ADMIN_NAME = "admin@rondo.local"
 
 
@@ -154,10 +153,6 @@ class RunPlan:
         return cls(run=run, slots=slots, dispatches=dispatches)
 
 
-def site_name(slot: int, generation: int) -> str:
-    return f"site-{slot}-{generation}"
-
-
 def new_run_id() -> str:
     return f"run-{uuid4().hex[:16]}"
 
@@ -208,9 +203,11 @@ class Dispatcher:
 
         run_id = new_run_id()
         server_host = agents[placement.server_agent_id].host
-        sites = {c.slot: site_name(c.slot, generations.get(c.slot, 0)) for c in placement.clients}
+        sites = {
+            c.slot: flare_client_site(c.slot, generations.get(c.slot, 0)) for c in placement.clients
+        }
         spares = [
-            site_name(c.slot, generations.get(c.slot, 0) + extra)
+            flare_client_site(c.slot, generations.get(c.slot, 0) + extra)
             for c in placement.clients
             for extra in range(1, self._spares + 1)
         ]
@@ -226,7 +223,7 @@ class Dispatcher:
 
         job_files = self._job_files(job)
         server = ServerAssignment(
-            kit_url=kit_urls[provisioning.SERVER_NAME],
+            kit_url=kit_urls[SERVER_SITE],
             admin_kit_url=kit_urls[ADMIN_NAME],
             admin_name=ADMIN_NAME,
             fed_learn_port=placement.fed_learn_port,
@@ -279,7 +276,7 @@ class Dispatcher:
         kits = self._provisioner.provision(request, self._work_dir)
         try:
             folders = {
-                provisioning.SERVER_NAME: kits.server,
+                SERVER_SITE: kits.server,
                 request.admin_name: kits.admin,
                 **kits.clients,
             }
@@ -328,13 +325,13 @@ class Dispatcher:
         key = job.warm_start_key
         if not key or key.startswith(job.prefix):
             return key
-        return job.prefix + (key if key.startswith("model/") else f"model/{key}")
+        return job.prefix + (key if key.startswith(MODEL_DIR) else MODEL_DIR + key)
 
     def _require(self, bucket: str, key: str) -> None:
         try:
             self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if is_not_found(error):
                 raise MissingObjectError(bucket, key) from error
             raise
 

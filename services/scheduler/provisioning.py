@@ -21,9 +21,10 @@ from nvflare.lighter.provision import prepare_project
 from nvflare.lighter.provisioner import Provisioner
 from pydantic import BaseModel, Field
 
+from rondo.contracts.layout import SERVER_SITE
+
 logger = logging.getLogger(__name__)
 
-SERVER_NAME = "server"
 ORG = "rondo"
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
@@ -60,7 +61,7 @@ def project_yaml(request: ProvisionRequest) -> dict[str, object]:
     those too.
     """
     server: dict[str, object] = {
-        "name": SERVER_NAME,
+        "name": SERVER_SITE,
         "type": "server",
         "org": ORG,
         "fed_learn_port": request.fed_learn_port,
@@ -101,7 +102,7 @@ def provision(request: ProvisionRequest, parent_dir: Path | None = None) -> Prov
         raise
     return ProvisionedKits(
         root=root,
-        server=kits / SERVER_NAME,
+        server=kits / SERVER_SITE,
         admin=kits / request.admin_name,
         clients={name: kits / name for name in request.site_names},
     )

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rondo.contracts.events import FailureCause
+from rondo.contracts.layout import SERVER_SITE
 from rondo.contracts.states import JobState, SlotStatus
 from rondo.scheduler.failures import HINTS
 from rondo.scheduler.models import JobPublic, RunPublic, RunSlotPublic, RunSlotUpdate
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ALIVE = frozenset({SlotStatus.ASSIGNED, SlotStatus.CONNECTED})
-SERVER_SITE_NAME = "server"  # how agents name the FL server process in their heartbeats
 NO_PLACEMENT_HINT = "add or free workers that match the job's GPU needs, or relax them"
 
 
@@ -149,7 +149,7 @@ class Reconciler:
                 continue  # a run that has not started is bounded by the server start limit
 
             server_lost = run.server_exited_at is not None or self._gone(
-                run, run.server_agent_id, SERVER_SITE_NAME, lost_after_s
+                run, run.server_agent_id, SERVER_SITE, lost_after_s
             )
             lost = [slot for slot in slots if slot.status in LOST_STATES]
             if not lost and not server_lost:

@@ -7,21 +7,28 @@ current run, changes nothing.
 """
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import NatsBroker, PullSub
-from nats.js.api import ConsumerConfig
+from faststream import FastStream
 
 from rondo.contracts.bus import declare_streams, make_broker, publish, register_health
+from rondo.contracts.consumers import DeadLetter, DurableConsumers, RetryLater
 from rondo.contracts.events import (
+    ALL_EVENTS,
+    AgentEvent,
     CancelMode,
+    Event,
     FailureCause,
     JobCancelRequested,
+    JobError,
+    JobFailed,
+    JobSnapshot,
+    JobStateChanged,
     JobSubmitted,
     ProcessPhase,
     RoundCompleted,
@@ -34,8 +41,7 @@ from rondo.contracts.events import (
 from rondo.contracts.heartbeats import HeartbeatIntake
 from rondo.contracts.states import JobState, SlotStatus
 from rondo.contracts.storage import platform_s3_client
-from rondo.contracts.subjects import JOBS_STREAM, Durables
-from rondo.contracts.telemetry import tag_job
+from rondo.contracts.subjects import Durables
 from rondo.scheduler.checkpoints import ResumePoint
 from rondo.scheduler.config import SchedulerSettings
 from rondo.scheduler.dispatch import (
@@ -51,15 +57,13 @@ from rondo.scheduler.outbox import Outbox, Publish
 from rondo.scheduler.placement import AgentCapacity, Placement, PlacementRequest, plan
 from rondo.scheduler.reconciler import Reconciler
 from rondo.scheduler.replacement import USER_ERRORS
-from rondo.scheduler.state_machine import Clock, FailureReport, JobStateMachine
+from rondo.scheduler.state_machine import Clock, FailureReport, JobStateMachine, short_reason
 from rondo.scheduler.store import JobStore, make_store
 from rondo.scheduler.workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "scheduler"
-# A handler that keeps failing on one event stops being handed it after this many tries.
-MAX_DELIVER = 10
 
 
 class Scheduler:
@@ -78,6 +82,7 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.clock = clock
         self.registry = WorkerRegistry(store, clock)
+        self.publish = publish
         self.outbox = Outbox(store, publish)
         self.machine = JobStateMachine(store, self.outbox, clock, self.registry.last_heard)
         self.lock = asyncio.Lock()
@@ -107,9 +112,16 @@ class Scheduler:
             self.wake.set()
 
     async def on_cancel(self, event: JobCancelRequested) -> None:
+        """CANCELLED (or, asked to stop a RUNNING job, FINISHED). A job not known yet is
+        waited for (its `job.submitted` may be on its way: the event is retried) for
+        `UNKNOWN_JOB_CANCEL_WAIT_S`; after that the scheduler never saw it (its submission
+        was lost), and it is announced CANCELLED so the gateway ends it and frees its name."""
         async with self.lock:
             job = self.store.get_job(event.job_id)
-            if job is None or job.state.is_terminal:
+            if job is None:
+                await self._cancel_unknown(event)
+                return
+            if job.state.is_terminal:
                 return
             who = f"by {event.requested_by}"
             if event.mode == CancelMode.STOP and job.state == JobState.RUNNING:
@@ -121,6 +133,100 @@ class Scheduler:
                     job.job_id, JobState.CANCELLED, reason=f"cancelled {who}", stop_reason="cancel"
                 )
         self.wake.set()
+
+    async def _cancel_unknown(self, event: JobCancelRequested) -> None:
+        waited_s = (self.clock() - event.occurred_at).total_seconds()
+        if waited_s < UNKNOWN_JOB_CANCEL_WAIT_S:
+            raise JobNotKnownYet(f"job {event.job_id} to cancel is not known yet")
+        snapshot = JobSnapshot(
+            state=JobState.CANCELLED,
+            reason=f"cancelled by {event.requested_by}; the scheduler never received the job",
+            num_rounds=0,
+        )
+        await self.publish(
+            JobStateChanged(
+                event_id=f"{event.event_id}.unknown",
+                job_id=event.job_id,
+                previous_state=JobState.PENDING,
+                snapshot=snapshot,
+            )
+        )
+        logger.warning("job %s cancelled without ever being received", event.job_id)
+
+    # --- Dead letters ------------------------------------------------------------------------
+
+    async def on_dead_letter(self, letter: DeadLetter) -> None:
+        """An event about a job that some consumer could never handle (it fails validation,
+        or its handler refused it for good) fails the job visibly: FAILED, cause `other`, the
+        message naming the event's subject and the error. A job the scheduler never stored (its
+        own `job.submitted` was the poison) is failed by announcing it so. Letters about no
+        job, or about a job that already ended, are only logged; so are those of an agent's
+        event about a job that agent has no part in (an agent cannot fail others' jobs by
+        sending malformed events about them)."""
+        if letter.job_id is None:
+            logger.error("dead letter of %s about no job: %s", letter.durable, letter.error)
+            return
+        report = dead_letter_report(letter)
+        agent_id = sending_agent(letter.event_subject)
+        async with self.lock:
+            job = self.store.get_job(letter.job_id)
+            if agent_id is not None and (job is None or agent_id not in self._run_agents(job)):
+                logger.error(
+                    "agent %s sent an unreadable event about job %s, not one of its runs: %s",
+                    agent_id, letter.job_id, report.message,
+                )  # fmt: skip
+                return
+            if job is None:
+                await self._announce_failed(letter.job_id, report, _payload_of(letter))
+            elif job.state.is_terminal:
+                logger.warning("job %s already %s: %s", job.job_id, job.state, report.message)
+            else:
+                await self.machine.fail(job.job_id, report)
+        self.wake.set()
+
+    def _run_agents(self, job: JobPublic) -> set[str]:
+        """The agents taking part in the job's current run (its FL server's and slots')."""
+        run = self.store.get_run(job.run_id) if job.run_id else None
+        if run is None:
+            return set()
+        return {run.server_agent_id} | {slot.agent_id for slot in self.machine.slots(job)}
+
+    async def _announce_failed(
+        self, job_id: str, report: FailureReport, payload: dict[str, Any]
+    ) -> None:
+        """FAILED for a job not in the store: the gateway, which stored it PENDING, shows the
+        failure and frees its name. Ids derive from the job, so a second letter about it is
+        stored once (JetStream de-duplication)."""
+        error = JobError(message=report.message, cause=report.cause, hint=report.hint)
+        config = payload.get("config")
+        num_rounds = config.get("num_rounds") if isinstance(config, dict) else None
+        snapshot = JobSnapshot(
+            state=JobState.FAILED,
+            reason=short_reason(report.message),
+            num_rounds=num_rounds if isinstance(num_rounds, int) else 0,
+            error=error,
+        )
+        location = {key: payload.get(key) for key in ("bucket", "prefix")}
+        events: list[Event] = [
+            JobStateChanged(
+                event_id=f"deadletter.{job_id}.state",
+                job_id=job_id,
+                previous_state=JobState.PENDING,
+                snapshot=snapshot,
+            ),
+            JobFailed(
+                event_id=f"deadletter.{job_id}.failed",
+                job_id=job_id,
+                bucket=location["bucket"] if isinstance(location["bucket"], str) else "",
+                prefix=location["prefix"] if isinstance(location["prefix"], str) else "",
+                message=report.message,
+                cause=report.cause,
+                hint=report.hint,
+            ),
+        ]
+        for event in events:
+            await self.publish(event)
+        logger.warning("job %s (never stored) failed: %s", job_id, report.message)
 
     # --- Run events --------------------------------------------------------------------------
 
@@ -405,49 +511,64 @@ class Scheduler:
             )
 
 
-def register_handlers(broker: NatsBroker, scheduler: Scheduler) -> None:
-    """Subscribe the scheduler: durable pull consumers on RONDO_JOBS (heartbeats come in
-    through `HeartbeatIntake`)."""
+# How long a cancel of a job the scheduler does not know waits for the job's submission.
+UNKNOWN_JOB_CANCEL_WAIT_S = 300.0
 
-    def durable(subject: str, name: str) -> Any:
-        return broker.subscriber(
-            subject,
-            stream=JOBS_STREAM.ref,
-            durable=name,
-            pull_sub=PullSub(timeout=1.0),
-            config=ConsumerConfig(max_deliver=MAX_DELIVER),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-        )
 
-    @durable(JobSubmitted.SUBJECT, Durables.SCHEDULER_SUBMITTED)
-    async def on_job_submitted(event: JobSubmitted) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_submitted(event)
+class JobNotKnownYet(RetryLater):
+    """An event about a job whose `job.submitted` has not arrived (yet)."""
 
-    @durable(JobCancelRequested.SUBJECT, Durables.SCHEDULER_CANCEL)
-    async def on_job_cancel_requested(event: JobCancelRequested) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_cancel(event)
 
-    @durable(RunProcessChanged.SUBJECT, Durables.SCHEDULER_RUN_PROCESS)
-    async def on_run_process(event: RunProcessChanged) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_process(event)
+DEAD_LETTER_HINT = (
+    "an event of this job was malformed and set aside; the operator can read it on "
+    "the dead-letter stream (rondo.deadletter.*)"
+)
 
-    @durable(RunStarted.SUBJECT, Durables.SCHEDULER_RUN_STARTED)
-    async def on_run_started(event: RunStarted) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_run_started(event)
 
-    @durable(RoundCompleted.SUBJECT, Durables.SCHEDULER_ROUNDS)
-    async def on_round_completed(event: RoundCompleted) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_round_completed(event)
+def dead_letter_report(letter: DeadLetter) -> FailureReport:
+    """Why a dead letter fails its job: the event's subject, who set it aside, and why."""
+    message = (
+        f"the event {letter.event_subject} of this job could not be handled "
+        f"({letter.durable}): {letter.error}"
+    )
+    return FailureReport(message, FailureCause.OTHER, DEAD_LETTER_HINT)
 
-    @durable(RunEnded.SUBJECT, Durables.SCHEDULER_RUN_ENDED)
-    async def on_run_ended(event: RunEnded) -> None:
-        tag_job(event.job_id)
-        await scheduler.on_run_ended(event)
+
+# Events whose subject names the agent that sent it (`rondo.run.{agent_id}.started`).
+AGENT_EVENTS = tuple(event for event in ALL_EVENTS if issubclass(event, AgentEvent))
+
+
+def sending_agent(subject: str) -> str | None:
+    """The agent an agent event's subject names, or None for another sender's subject."""
+    tokens = subject.split(".")
+    for event in AGENT_EVENTS:
+        template = event.SUBJECT.split(".")
+        if len(template) == len(tokens) and all(
+            part.startswith("{") or part == token
+            for part, token in zip(template, tokens, strict=True)
+        ):
+            return tokens[template.index("{agent_id}")]
+    return None
+
+
+def _payload_of(letter: DeadLetter) -> dict[str, Any]:
+    try:
+        payload = json.loads(letter.payload)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def register_handlers(consumers: DurableConsumers, scheduler: Scheduler) -> None:
+    """Subscribe the scheduler: durable consumers of RONDO_JOBS, and of the dead letters of
+    every service (heartbeats come in through `HeartbeatIntake`)."""
+    consumers(JobSubmitted, Durables.SCHEDULER_SUBMITTED)(scheduler.on_submitted)
+    consumers(JobCancelRequested, Durables.SCHEDULER_CANCEL)(scheduler.on_cancel)
+    consumers(RunProcessChanged, Durables.SCHEDULER_RUN_PROCESS)(scheduler.on_process)
+    consumers(RunStarted, Durables.SCHEDULER_RUN_STARTED)(scheduler.on_run_started)
+    consumers(RoundCompleted, Durables.SCHEDULER_ROUNDS)(scheduler.on_round_completed)
+    consumers(RunEnded, Durables.SCHEDULER_RUN_ENDED)(scheduler.on_run_ended)
+    consumers(DeadLetter, Durables.SCHEDULER_DEAD_LETTERS)(scheduler.on_dead_letter)
 
 
 def build_app(
@@ -469,7 +590,7 @@ def build_app(
     )
     scheduler = Scheduler(settings, store, dispatcher, partial(publish, broker), clock)
     reconciler = Reconciler(scheduler)
-    register_handlers(broker, scheduler)
+    register_handlers(DurableConsumers(broker, settings), scheduler)
     register_health(broker, SERVICE, scheduler.health)
     tasks: list[asyncio.Task[None]] = []
 
@@ -477,7 +598,9 @@ def build_app(
         restored = scheduler.registry.restore()
         logger.info("scheduler starting; %d known workers restored", restored)
         await broker.connect()
-        await declare_streams(broker, settings.nats_stream_replicas)
+        await declare_streams(
+            broker, settings.nats_stream_replicas, settings.nats_staging_max_age_s
+        )
 
     async def start_reconciler() -> None:
         tasks.append(asyncio.create_task(reconciler.run(), name="scheduler-reconciler"))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from rondo.contracts.clock import Clock
 from rondo.contracts.events import (
     Event,
     FailureCause,
@@ -48,7 +49,6 @@ from rondo.scheduler.store import JobStore
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 LastHeard = Callable[[str], datetime | None]
 
 # Slots still part of the federation when a run ends; they are marked done.

@@ -16,17 +16,17 @@ pass (the reconciler's tick) without waking it.
 """
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from rondo.contracts.clock import Clock
 from rondo.contracts.events import RunningProcess, WorkerHeartbeat
 from rondo.scheduler.models import WorkerCreate
 from rondo.scheduler.store import JobStore
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 # An unchanged heartbeat is written to the database at most this often.
 PERSIST_EVERY_S = 30.0

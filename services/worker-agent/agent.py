@@ -1,8 +1,10 @@
 """The worker-agent on the bus: dispatch/stop consumers, heartbeats, health, shutdown.
 
-Dispatches and stops arrive on durable pull consumers of this agent's own subjects
-(`rondo.agent.<id>.dispatch|stop`, stream RONDO_AGENTS). Heartbeats go out on core NATS every
-interval: silence is how the scheduler learns this host is gone.
+Dispatches and stops arrive on durable consumers of this agent's own subjects
+(`rondo.agent.<id>.dispatch|stop`, stream RONDO_AGENTS), under the one consumer policy
+(`rondo.contracts.consumers`): a handler that raises is retried with a growing delay, a
+dispatch that can never be valid is dead-lettered (which fails its job). Heartbeats go out on
+core NATS every interval: silence is how the scheduler learns this host is gone.
 """
 
 import asyncio
@@ -11,9 +13,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from faststream.nats import NatsBroker, PullSub
+from faststream.nats import NatsBroker
 
-from rondo.contracts.bus import declare_streams, make_broker, publish, register_health
+from rondo.contracts.bus import look_up_staging, make_broker, publish, register_health
+from rondo.contracts.consumers import DurableConsumers
 from rondo.contracts.events import (
     Event,
     JobDispatched,
@@ -22,12 +25,10 @@ from rondo.contracts.events import (
     utc_now,
 )
 from rondo.contracts.subjects import (
-    AGENTS_STREAM,
     Durables,
     agent_dispatch_subject,
     agent_stop_subject,
 )
-from rondo.contracts.telemetry import tag_job
 from rondo.worker_agent import flare_runs
 from rondo.worker_agent.config import AgentSettings
 from rondo.worker_agent.downloads import make_http_client
@@ -74,25 +75,26 @@ class WorkerAgent:
     def _build_broker(self) -> NatsBroker:
         agent_id = self.settings.agent_id
         broker = make_broker(self.settings, f"{SERVICE}-{agent_id}")
-
-        @broker.subscriber(
-            agent_dispatch_subject(agent_id),
-            stream=AGENTS_STREAM.ref,
-            durable=Durables.agent_dispatch(agent_id),
-            pull_sub=PullSub(timeout=PULL_TIMEOUT_S),
+        consumers = DurableConsumers(broker, self.settings)
+        dispatches = consumers(
+            JobDispatched,
+            Durables.agent_dispatch(agent_id),
+            subject=agent_dispatch_subject(agent_id),
+            pull_timeout_s=PULL_TIMEOUT_S,
         )
+        stops = consumers(
+            RunStopRequested,
+            Durables.agent_stop(agent_id),
+            subject=agent_stop_subject(agent_id),
+            pull_timeout_s=PULL_TIMEOUT_S,
+        )
+
+        @dispatches
         async def on_dispatch(event: JobDispatched) -> None:
-            tag_job(event.job_id)
             await self.manager.dispatch(event)
 
-        @broker.subscriber(
-            agent_stop_subject(agent_id),
-            stream=AGENTS_STREAM.ref,
-            durable=Durables.agent_stop(agent_id),
-            pull_sub=PullSub(timeout=PULL_TIMEOUT_S),
-        )
+        @stops
         async def on_stop(event: RunStopRequested) -> None:
-            tag_job(event.job_id)
             await self.manager.stop(event)
 
         register_health(broker, f"{SERVICE}.{agent_id}", self._health_detail)
@@ -105,7 +107,8 @@ class WorkerAgent:
             logger.warning("ended %d process(es) left by a previous run of this agent", killed)
         self.settings.work_root.mkdir(parents=True, exist_ok=True)
         await self.broker.connect()
-        store = await declare_streams(self.broker, self.settings.nats_stream_replicas)
+        # Agents never declare streams (the bus lets only services): wait for the store.
+        store = await look_up_staging(self.broker)
         self._manager = RunManager(
             settings=self.settings,
             publish=self._publish,

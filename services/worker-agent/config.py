@@ -1,5 +1,6 @@
 """The worker-agent's settings, read from `RONDO_*` / `RONDO_AGENT_*` environment variables."""
 
+import hashlib
 import re
 import socket
 from pathlib import Path
@@ -10,6 +11,12 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from rondo.contracts.config import ServiceSettings
 from rondo.contracts.events import Slot
+
+# Uids no host account uses (above the usual 0-65535 and the subordinate ids containers get):
+# a range derived per agent is one of these blocks.
+DERIVED_UID_BASE = 2_000_000_000
+DERIVED_UID_BLOCK_SIZE = 64
+DERIVED_UID_BLOCKS = 2_000_000
 
 # The agent id becomes part of NATS subjects and durable consumer names: no dots or wildcards.
 AGENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -40,6 +47,19 @@ class AgentSettings(ServiceSettings):
         default=(20000, 20019),
         validation_alias="RONDO_AGENT_FL_PORTS",
         description="Inclusive port range lent to FL servers, written 'FIRST-LAST'",
+    )
+    sandbox_uids: Annotated[tuple[int, int] | None, NoDecode] = Field(
+        default=None,
+        validation_alias="RONDO_AGENT_SANDBOX_UIDS",
+        description="Inclusive uid range, 'FIRST-LAST', each NVFlare process (user code) runs "
+        "as one of (with the gid of the same number); unset: a range derived from the agent id "
+        "and work dir. Used when the agent runs as root; no two agents on a host may share uids",
+    )
+    trust_user_code: bool = Field(
+        default=False,
+        validation_alias="RONDO_AGENT_TRUST_USER_CODE",
+        description="Run user code as the agent's own user, unsandboxed (every job is trusted); "
+        "without it an agent that cannot switch users refuses every run",
     )
     inventory: list[Slot] | None = Field(
         default=None,
@@ -83,6 +103,16 @@ class AgentSettings(ServiceSettings):
         validation_alias="RONDO_AGENT_SUBMIT_TIMEOUT_S",
         description="How long the FL server waits for its clients before the run is failed",
     )
+    log_max_lines: int = Field(
+        default=200_000,
+        gt=0,
+        validation_alias="RONDO_AGENT_LOG_MAX_LINES",
+        description="Lines of one process's log published per run; past it (or past "
+        "RONDO_AGENT_LOG_MAX_BYTES) one marker line says how many were dropped",
+    )
+    log_max_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, validation_alias="RONDO_AGENT_LOG_MAX_BYTES"
+    )
     keep_run_dirs: bool = Field(
         default=False,
         validation_alias="RONDO_AGENT_KEEP_RUN_DIRS",
@@ -118,6 +148,25 @@ class AgentSettings(ServiceSettings):
             return (int(first), int(last))
         return value
 
+    @field_validator("sandbox_uids", mode="before")
+    @classmethod
+    def _parse_uid_range(cls, value: object) -> object:
+        if isinstance(value, str):
+            first, sep, last = value.partition("-")
+            if not sep:
+                raise ValueError("RONDO_AGENT_SANDBOX_UIDS must look like '2000000000-2000000063'")
+            return (int(first), int(last))
+        return value
+
+    @field_validator("sandbox_uids")
+    @classmethod
+    def _uid_range_is_unprivileged(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 1000 <= value[0] <= value[1] < 2**31 - 1:
+            raise ValueError(
+                "RONDO_AGENT_SANDBOX_UIDS must be FIRST-LAST with 1000 <= FIRST <= LAST"
+            )
+        return value
+
     @field_validator("fl_port_range")
     @classmethod
     def _port_range_is_ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -131,6 +180,17 @@ class AgentSettings(ServiceSettings):
         if self.work_dir is None:
             self.work_dir = self.data_dir / "agents" / self.agent_id
         return self
+
+    @property
+    def sandbox_uid_range(self) -> tuple[int, int]:
+        """The configured uid range, or one derived from the agent id and work dir (stable
+        across restarts, so a new life of the agent finds its previous life's processes)."""
+        if self.sandbox_uids is not None:
+            return self.sandbox_uids
+        digest = hashlib.sha256(f"{self.agent_id}@{self.work_root}".encode()).digest()
+        block = int.from_bytes(digest[:4], "big") % DERIVED_UID_BLOCKS
+        first = DERIVED_UID_BASE + block * DERIVED_UID_BLOCK_SIZE
+        return (first, first + DERIVED_UID_BLOCK_SIZE - 1)
 
     @property
     def work_root(self) -> Path:

@@ -2,9 +2,16 @@
 
 Presigned URLs need no credentials on the agent. Failures say what was being fetched (a shard
 key, a job file's path) so the user can fix the right object.
+
+A presigned URL is a credential until it expires: its query string (`X-Amz-Signature`,
+`X-Amz-Credential`) lets anyone holding it read the object. It never reaches a log line or an
+error message: httpx's own request logging (INFO, the full URL) is turned down to WARNING by
+`make_http_client`, and every message made here passes through `redact_urls`.
 """
 
 import asyncio
+import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -13,7 +20,30 @@ from rondo.contracts.events import JobFile
 from rondo.worker_agent.shards import UnsafeArchive, safe_relative_path
 
 CHUNK_BYTES = 1024 * 1024
+# Libraries that log each request's full URL at INFO/DEBUG.
+URL_LOGGING_LIBRARIES = ("httpx", "httpcore")
+REDACTED = "<redacted>"
+# A URL's query string, or a signing parameter wherever it appears (a URL cut by a message).
+_URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*", re.IGNORECASE)
+_SIGNING_PARAM = re.compile(
+    r"(X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId)=[^&\s'\"<>]*",
+    re.IGNORECASE,
+)
 TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=10.0)
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's query string, and any signing parameter, replaced by
+    `<redacted>`: what may be logged or shown of a presigned URL is its scheme, host and path."""
+    text = _URL_QUERY.sub(rf"\1?{REDACTED}", text)
+    return _SIGNING_PARAM.sub(rf"\1={REDACTED}", text)
+
+
+def quiet_url_logging() -> None:
+    """Keep httpx/httpcore below WARNING from logging requests (their lines hold the full
+    presigned URL). Idempotent; called by `make_http_client`."""
+    for name in URL_LOGGING_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class DownloadError(Exception):
@@ -40,7 +70,9 @@ async def download(client: httpx.AsyncClient, url: str, target: Path, what: str)
                     out.write(chunk)
     except httpx.HTTPError as error:
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{what}: download failed ({type(error).__name__}: {error})") from error
+        reason = redact_urls(f"{type(error).__name__}: {error}")
+        # `from None`: the chained httpx error's request would carry the whole URL.
+        raise DownloadError(f"{what}: download failed ({reason})") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -82,4 +114,6 @@ class JobFilesCache:
 
 
 def make_http_client() -> httpx.AsyncClient:
+    """The agent's client for presigned URLs (request logging quieted: see the module)."""
+    quiet_url_logging()
     return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True)

@@ -13,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from rondo.contracts.events import ServerAssignment
+from rondo.contracts.layout import (
+    CONFIGS,
+    CONFIGS_DIR,
+    MODEL_DEF_FILE,
+    MODEL_DEF_KEY,
+    SCRIPTS,
+    SERVER_SITE,
+)
 
 APP_NAME = "app"
-SERVER_SITE = "server"  # NVFlare's name for the server in a deploy_map
 HOSTED_DATA_ROOT = "/app/payload"
 # Clients see their own shard at <workspace>/rondo_data (a link the client agent makes).
 CLIENT_DATA_LINK = "rondo_data"
@@ -58,19 +65,19 @@ def build_job_folder(
     shutil.rmtree(dest, ignore_errors=True)
     app_dir = dest / APP_NAME
     (app_dir / "config").mkdir(parents=True)
-    scripts = job_files_dir / "scripts"
+    scripts = job_files_dir / SCRIPTS
     if scripts.is_dir():
         shutil.copytree(scripts, app_dir / "custom", ignore=shutil.ignore_patterns("__pycache__"))
     else:
         (app_dir / "custom").mkdir()
 
-    if not (app_dir / "custom" / "model_def.py").is_file():
-        raise AppBuildError("the job has no scripts/model_def.py")
+    if not (app_dir / "custom" / MODEL_DEF_FILE).is_file():
+        raise AppBuildError(f"the job has no {MODEL_DEF_KEY}")
 
     sites = list(assignment.site_names)
     if assignment.has_custom_app:
         server, client, meta = patch_custom_app(
-            job_files_dir / "configs", assignment, initial_checkpoint, spool_dir
+            job_files_dir / CONFIGS, assignment, initial_checkpoint, spool_dir
         )
     else:
         server = generated_server_config(assignment, initial_checkpoint, spool_dir)
@@ -319,9 +326,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as error:
-        raise AppBuildError(f"the custom app is missing configs/{path.name}") from error
+        raise AppBuildError(f"the custom app is missing {CONFIGS_DIR}{path.name}") from error
     except json.JSONDecodeError as error:
-        raise AppBuildError(f"configs/{path.name} is not valid JSON: {error}") from error
+        raise AppBuildError(f"{CONFIGS_DIR}{path.name} is not valid JSON: {error}") from error
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

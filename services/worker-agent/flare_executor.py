@@ -25,6 +25,7 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
+from rondo.contracts.spool import OUT_SPOOL_ENV, OUT_STAGING_DIR, out_round_dir
 from rondo.worker_agent.flare_model import (
     ERROR_HEADER,
     build_model,
@@ -189,11 +190,12 @@ class RondoExecutor(Executor):
 def _round_out_dir(current_round: int) -> Iterator[Path]:
     """A fresh out_dir for one round. When the round succeeds, its files become
     `$RONDO_OUT_SPOOL/round_<r>/` in one rename, so the agent never sees half a folder."""
-    spool = os.environ.get("RONDO_OUT_SPOOL")
-    staging = Path(spool) / ".staging" if spool else None
+    spool = os.environ.get(OUT_SPOOL_ENV)
+    staging = Path(spool) / OUT_STAGING_DIR if spool else None
     if staging:
         staging.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"round_{current_round}_", dir=staging))
+    name = out_round_dir(current_round)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=staging))
     try:
         yield path
     except BaseException:
@@ -202,7 +204,7 @@ def _round_out_dir(current_round: int) -> Iterator[Path]:
     if spool is None or not any(path.iterdir()):
         shutil.rmtree(path, ignore_errors=True)
         return
-    target = Path(spool) / f"round_{current_round}"
+    target = Path(spool) / name
     # A resumed run trains this round again: its files replace the earlier attempt's.
     shutil.rmtree(target, ignore_errors=True)
     path.rename(target)

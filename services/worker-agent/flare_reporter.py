@@ -1,13 +1,12 @@
 """`RoundReporter`: the server-side FLComponent that writes a run's spool files.
 
 Added to every app the platform submits (generated or the user's own). It follows the
-workflow's events and writes, into `$RONDO_SPOOL_DIR` (docs/design.md, "Spool files"):
-`run_started.json`, then per round `round_<r:05d>.pt` (plain state dict) and
-`round_<r:05d>.json`, and `run_ended.json`. Files are written by a background thread, each
-to `*.tmp` and renamed; a round's `.json` is renamed after its `.pt`.
+workflow's events and writes, into `$RONDO_SPOOL_DIR`, the records of
+`rondo.contracts.spool`: `run_started.json`, then per round `round_<r:05d>.pt` (plain state
+dict) and `round_<r:05d>.json`, and `run_ended.json`. Files are written by a background thread,
+each to `*.tmp` and renamed; a round's `.json` is renamed after its `.pt`.
 """
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +26,18 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
+from rondo.contracts.spool import (
+    RUN_ENDED_FILE,
+    RUN_STARTED_FILE,
+    SPOOL_ENV,
+    RoundRecord,
+    RunEndedRecord,
+    RunStartedRecord,
+    SpoolContribution,
+    round_stem,
+    write_record,
+)
 from rondo.worker_agent.flare_model import ERROR_HEADER, to_torch, torch_dtypes
-
-SPOOL_ENV = "RONDO_SPOOL_DIR"
 
 
 class RoundReporter(FLComponent):
@@ -47,7 +55,7 @@ class RoundReporter(FLComponent):
         self._rounds_to_run: int | None = None
         self._current_round: int | None = None
         self._round_started_at = 0.0
-        self._contributions: list[dict[str, Any]] = []
+        self._contributions: list[SpoolContribution] = []
         self._aggregation_result: object = None
         self._reported_rounds: set[int] = set()
         self._dtypes: dict[str, torch.dtype] = {}
@@ -82,7 +90,9 @@ class RoundReporter(FLComponent):
         self._spool.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rondo-spool")
         self._submit(
-            _write_json, self._spool / "run_started.json", {"nvflare_job_id": fl_ctx.get_job_id()}
+            write_record,
+            self._spool / RUN_STARTED_FILE,
+            RunStartedRecord(nvflare_job_id=fl_ctx.get_job_id()),
         )
 
     def _on_round_started(self, fl_ctx: FLContext) -> None:
@@ -113,11 +123,11 @@ class RoundReporter(FLComponent):
         samples = (model.meta or {}).get(MetaKey.NUM_STEPS_CURRENT_ROUND)
         peer = fl_ctx.get_peer_context()
         self._contributions.append(
-            {
-                "site_name": peer.get_identity_name() if peer else "",
-                "samples": int(samples) if isinstance(samples, int | float) else 0,
-                "metrics": _numeric(model.metrics),
-            }
+            SpoolContribution(
+                site_name=peer.get_identity_name() if peer else "",
+                samples=int(samples) if isinstance(samples, int | float) else 0,
+                metrics=_numeric(model.metrics),
+            )
         )
 
     def _on_aggregation(self, fl_ctx: FLContext) -> None:
@@ -134,13 +144,13 @@ class RoundReporter(FLComponent):
             self.log_warning(fl_ctx, f"round {round_}: no global weights found to checkpoint")
             return
         self._reported_rounds.add(round_)
-        summary = {
-            "round": round_,
-            "num_rounds": self._total_rounds(),
-            "metrics": weighted_mean_metrics(self._contributions),
-            "contributions": self._contributions,
-            "duration_s": round(time.monotonic() - self._round_started_at, 3),
-        }
+        summary = RoundRecord(
+            round=round_,
+            num_rounds=self._total_rounds(),
+            metrics=weighted_mean_metrics(self._contributions),
+            contributions=self._contributions,
+            duration_s=round(time.monotonic() - self._round_started_at, 3),
+        )
         self._submit(self._write_round, round_, weights, summary)
 
     def _on_fatal_error(self, fl_ctx: FLContext) -> None:
@@ -156,7 +166,9 @@ class RoundReporter(FLComponent):
         )
         error = None if completed else self._end_reason()
         self._submit(
-            _write_json, self._spool / "run_ended.json", {"completed": completed, "error": error}
+            write_record,
+            self._spool / RUN_ENDED_FILE,
+            RunEndedRecord(completed=completed, error=error),
         )
         if self._writer:
             self._writer.shutdown(wait=True)
@@ -188,27 +200,27 @@ class RoundReporter(FLComponent):
         else:
             self._writer.submit(_logged(self, fn), *args)
 
-    def _write_round(self, round_: int, weights: dict[str, Any], summary: dict[str, Any]) -> None:
-        stem = f"round_{round_:05d}"
+    def _write_round(self, round_: int, weights: dict[str, Any], summary: RoundRecord) -> None:
+        stem = round_stem(round_)
         checkpoint = self._spool / f"{stem}.pt"
         tmp = checkpoint.with_name(checkpoint.name + ".tmp")
         torch.save(to_torch(weights, self._dtypes), tmp)
         tmp.replace(checkpoint)
-        _write_json(self._spool / f"{stem}.json", summary)
+        write_record(self._spool / f"{stem}.json", summary)
 
 
-def weighted_mean_metrics(contributions: list[dict[str, Any]]) -> dict[str, float]:
+def weighted_mean_metrics(contributions: list[SpoolContribution]) -> dict[str, float]:
     """Each metric's mean over the contributions that report it, weighted by their samples
     (plain mean when those contributions report no samples)."""
-    names = {name for c in contributions for name in c["metrics"]}
+    names = {name for c in contributions for name in c.metrics}
     means: dict[str, float] = {}
     for name in sorted(names):
-        reporting = [c for c in contributions if name in c["metrics"]]
-        total = sum(c["samples"] for c in reporting)
+        reporting = [c for c in contributions if name in c.metrics]
+        total = sum(c.samples for c in reporting)
         if total > 0:
-            means[name] = sum(c["metrics"][name] * c["samples"] for c in reporting) / total
+            means[name] = sum(c.metrics[name] * c.samples for c in reporting) / total
         else:
-            means[name] = sum(c["metrics"][name] for c in reporting) / len(reporting)
+            means[name] = sum(c.metrics[name] for c in reporting) / len(reporting)
     return means
 
 
@@ -231,12 +243,6 @@ def _numeric(metrics: dict[str, Any] | None) -> dict[str, float]:
         for k, v in (metrics or {}).items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def _logged(component: FLComponent, fn: Any) -> Any:

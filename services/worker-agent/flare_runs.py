@@ -19,6 +19,7 @@ from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
 
 from rondo.contracts.events import ServerAssignment
 from rondo.worker_agent.flare_app import CLIENT_DATA_LINK, build_job_folder
+from rondo.worker_agent.sandbox import SandboxUser, process_env
 
 # The command's stdout and stderr: the participant's log lines and those of every NVFlare job
 # process it starts (they inherit its stdout). NVFlare's own files split them: <ws>/log.txt
@@ -35,6 +36,10 @@ POLL_INTERVAL_S = 0.2
 LISTENER_PROBE_INTERVAL_S = 0.05
 CLIENT_REGISTER_RETRY_S = 0.2
 MIN_HEARTBEAT_INTERVAL_S = 2.0
+# The process's HOME (and TMPDIR under it), beside its workspace: torch, getpass and friends
+# write caches there instead of the agent's home.
+HOME_FOLDER = "home"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Components of ours named in apps; kept allowed even for jobs without custom code.
 PLATFORM_COMPONENT_PREFIX = "rondo."
 
@@ -62,6 +67,7 @@ class ProcessSpec:
     log_files: list[Path]
     output_log: Path
     container: ContainerNeeds | None = None  # set for clients: they may run in a container
+    user: SandboxUser | None = None  # run as this uid/gid; None: as the agent's own user
 
 
 @dataclass
@@ -81,6 +87,7 @@ class ServerRunSpec:
     job_id: str = ""  # the Rondo job id, shown to the user's code as JOB_ID
     model_out_dir: Path | None = None  # hosted-format persistors write their model here
     extra_pythonpath: list[Path] = field(default_factory=list)  # e.g. the job's requirements env
+    user: SandboxUser | None = None  # the sandbox uid it runs as; None: the agent's user
 
 
 @dataclass
@@ -99,6 +106,7 @@ class ClientRunSpec:
     heartbeat_interval_s: float = 2.0  # to the FL server; the server's timeout is per job
     requirements_file: Path | None = None  # the job's requirements.txt (for containers)
     requirements_sha256: str | None = None  # None: the job has no requirements
+    user: SandboxUser | None = None  # the sandbox uid it runs as; None: the agent's user
 
 
 class RunSubmitError(RuntimeError):
@@ -127,13 +135,21 @@ def server_process(spec: ServerRunSpec) -> ProcessSpec:
     model_out = spec.model_out_dir or spec.work_dir / "model_out"
     model_out.mkdir(parents=True, exist_ok=True)
     spec.spool_dir.mkdir(parents=True, exist_ok=True)
-    env = _process_env(spec.torch_threads, spec.extra_pythonpath, malloc_arenas=4)
-    env.update(
-        RONDO_SPOOL_DIR=str(spec.spool_dir.resolve()),
-        RESONTECH_OUT_DIR=str(model_out.resolve()),
-        RESONTECH_OUT_FILENAME=HOSTED_MODEL_FILENAME,
+    env = _process_env(
+        workspace,
+        spec.user,
+        spec.torch_threads,
+        spec.extra_pythonpath,
+        malloc_arenas=4,
+        job_variables={
+            "RONDO_SPOOL_DIR": str(spec.spool_dir.resolve()),
+            "RESONTECH_OUT_DIR": str(model_out.resolve()),
+            "RESONTECH_OUT_FILENAME": HOSTED_MODEL_FILENAME,
+        },
     )
-    return _process_spec(workspace, _kit_command(workspace, spec.python), env)
+    process = _process_spec(workspace, _kit_command(workspace, spec.python), env)
+    process.user = spec.user
+    return process
 
 
 def client_process(spec: ClientRunSpec) -> ProcessSpec:
@@ -148,17 +164,24 @@ def client_process(spec: ClientRunSpec) -> ProcessSpec:
     link.symlink_to(spec.data_root.resolve(), target_is_directory=True)
     spec.out_spool.mkdir(parents=True, exist_ok=True)
 
-    env = _process_env(spec.torch_threads, spec.extra_pythonpath, malloc_arenas=2)
-    env.update(
-        RONDO_DATA_ROOT=str(spec.data_root.resolve()),
-        RONDO_SLOT=str(spec.slot),
-        RONDO_DEVICE=spec.device,
-        RONDO_OUT_SPOOL=str(spec.out_spool.resolve()),
+    env = _process_env(
+        workspace,
+        spec.user,
+        spec.torch_threads,
+        spec.extra_pythonpath,
+        malloc_arenas=2,
+        job_variables={
+            "RONDO_DATA_ROOT": str(spec.data_root.resolve()),
+            "RONDO_SLOT": str(spec.slot),
+            "RONDO_DEVICE": spec.device,
+            "RONDO_OUT_SPOOL": str(spec.out_spool.resolve()),
+        },
     )
     # NVFlare's heartbeat loop sleeps in 2 s steps: shorter intervals would spin.
     heartbeat_s = max(MIN_HEARTBEAT_INTERVAL_S, spec.heartbeat_interval_s)
     argv = [*_kit_command(workspace, spec.python), f"heart_beat_interval={heartbeat_s}"]
     process = _process_spec(workspace, argv, env)
+    process.user = spec.user
     process.container = ContainerNeeds(
         data_root=spec.data_root.resolve(),
         out_spool=spec.out_spool.resolve(),
@@ -268,25 +291,23 @@ def _kit_command(workspace: Path, python: str) -> list[str]:
     raise RunSubmitError(f"no start command in {workspace}/startup/sub_start.sh")
 
 
-# The agent's own settings (S3 and NATS credentials, database URLs) must never reach user code
-# running inside NVFlare processes; only the stack marker that `rondo down` relies on is kept.
-INHERITED_PLATFORM_VARIABLES = frozenset({"RONDO_STACK_ID"})
-PLATFORM_VARIABLE_PREFIXES = ("RONDO_", "AWS_")
-
-
-def _inherited_env() -> dict[str, str]:
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if name in INHERITED_PLATFORM_VARIABLES or not name.startswith(PLATFORM_VARIABLE_PREFIXES)
-    }
-
-
-def _process_env(threads: int, pythonpath: list[Path], malloc_arenas: int) -> dict[str, str]:
-    env = _inherited_env()
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(threads)
-    env.setdefault("MALLOC_ARENA_MAX", str(malloc_arenas))
+def _process_env(
+    workspace: Path,
+    user: SandboxUser | None,
+    threads: int,
+    pythonpath: list[Path],
+    malloc_arenas: int,
+    job_variables: dict[str, str],
+) -> dict[str, str]:
+    """The process's whole environment, built from an allowlist (`sandbox.process_env`): the
+    agent's settings (S3 and NATS credentials, database URLs, RONDO_*) never reach user code.
+    HOME (TMPDIR inside it) is `<workspace>/../home`, the process's own folder."""
+    home = workspace.parent / HOME_FOLDER
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    variables = {name: str(threads) for name in THREAD_VARIABLES}
+    variables["MALLOC_ARENA_MAX"] = str(malloc_arenas)
+    variables.update(job_variables)
+    env = process_env(variables, home, user)
     paths = [str(p.resolve()) for p in pythonpath]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

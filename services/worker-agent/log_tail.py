@@ -10,7 +10,9 @@ import asyncio
 import collections
 import glob
 import logging
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,12 @@ MAX_LINES_PER_BATCH = 500  # keeps a batch far below NATS's 1 MB message limit
 MAX_LINE_CHARS = 4000
 READ_CHUNK_BYTES = 256 * 1024
 ERROR_TAIL_LINES = 30
+# A job's log, per run and source, is published up to these caps; a process that prints without
+# end would otherwise fill the log stream and the gateway's database. The rest is read (readiness
+# and error lines are still noticed) but not published, and ONE marker line saying how many
+# lines were dropped ends the source's stream when the tailer's final flush runs.
+MAX_LINES_PER_SOURCE = 200_000
+MAX_BYTES_PER_SOURCE = 50 * 1024 * 1024
 # Colour codes some loggers write even into files.
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -37,14 +45,22 @@ class _FollowedFile:
         self._partial = b""
 
     def read_lines(self, include_partial: bool) -> list[str]:
+        # The agent creates the log; user code may replace it by a link or a file of its own
+        # (its folder is the user's): the agent must then read nothing, never the link's target.
         try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # missing, or a link
             return []
+        handle = os.fdopen(fd, "rb")
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
+            handle.close()
+            return []
+        size = status.st_size
         if size < self._offset:  # truncated or replaced: start over
             self._offset, self._partial = 0, b""
         lines: list[bytes] = []
-        with self.path.open("rb") as handle:
+        with handle:
             handle.seek(self._offset)
             while chunk := handle.read(READ_CHUNK_BYTES):
                 self._offset += len(chunk)
@@ -66,11 +82,16 @@ class LogTailer:
     publishes their new lines as LogBatch events every `interval_s`.
 
     `on_line` sees every line as it is read (used to notice readiness messages).
+    At most `max_lines` lines / `max_bytes` bytes (UTF-8, newlines included) are published;
+    the lines after the cap are counted and announced by one marker line at the final flush.
+    The cap applies to the stream in read order, so a re-tail after an agent restart keeps
+    the same lines and numbers them the same (stable event ids).
     """
 
     def __init__(
         self,
         *,
+        agent_id: str,
         job_id: str,
         run_id: str,
         source: LogSource,
@@ -78,7 +99,10 @@ class LogTailer:
         publish: Publish,
         on_line: Callable[[str], None] | None = None,
         interval_s: float = BATCH_INTERVAL_S,
+        max_lines: int = MAX_LINES_PER_SOURCE,
+        max_bytes: int = MAX_BYTES_PER_SOURCE,
     ) -> None:
+        self._agent_id = agent_id
         self._job_id = job_id
         self._run_id = run_id
         self._source = source
@@ -90,6 +114,17 @@ class LogTailer:
         self._pending: list[str] = []
         self._next_line = 0
         self._recent: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._kept_lines = 0
+        self._kept_bytes = 0
+        self._dropped = 0
+        self._marked = False
+
+    @property
+    def dropped_lines(self) -> int:
+        """Lines read beyond the cap, not published."""
+        return self._dropped
 
     def recent_lines(self) -> list[str]:
         """The last lines read, for an error message when the process dies."""
@@ -107,6 +142,12 @@ class LogTailer:
     async def flush(self, final: bool = False) -> None:
         """Read what is new and publish it; `final` also takes an unterminated last line."""
         self._read(include_partial=final)
+        if final and self._dropped and not self._marked:
+            self._pending.append(
+                f"[rondo] {self._dropped} more line(s) of this log were dropped: a job's log is "
+                f"capped at {self._max_lines} lines / {self._max_bytes} bytes per source"
+            )
+            self._marked = True
         while self._pending:
             batch = self._pending[:MAX_LINES_PER_BATCH]
             await self._publish(
@@ -114,6 +155,7 @@ class LogTailer:
                     event_id=stable_event_id(
                         self._job_id, self._run_id, self._source.file_name, self._next_line
                     ),
+                    agent_id=self._agent_id,
                     job_id=self._job_id,
                     run_id=self._run_id,
                     source=self._source,
@@ -129,10 +171,21 @@ class LogTailer:
         for path in self._expand():
             followed = self._files.setdefault(path, _FollowedFile(path))
             for line in followed.read_lines(include_partial):
-                self._pending.append(line)
+                self._keep_or_drop(line)
                 self._recent.append(line)
                 if self._on_line is not None:
                     self._on_line(line)
+
+    def _keep_or_drop(self, line: str) -> None:
+        size = len(line.encode()) + 1
+        if self._dropped or (
+            self._kept_lines >= self._max_lines or self._kept_bytes + size > self._max_bytes
+        ):
+            self._dropped += 1  # once over the cap, every later line is dropped too
+            return
+        self._pending.append(line)
+        self._kept_lines += 1
+        self._kept_bytes += size
 
     def _expand(self) -> list[Path]:
         found: list[Path] = []

@@ -11,6 +11,11 @@ A dispatch starts one lifecycle task per process (the FL server, each client slo
 Folders: `<work_root>/runs/<job_id>/<run_id>/{job_files,server,client_<slot>}`, job envs under
 `<work_root>/envs`. A stopped run's folder is removed (kits hold private keys, shards can be
 large) unless `keep_run_dirs` is set; so are the folders a previous life of the agent left.
+
+User code is hostile: each process runs as its own sandbox uid (see `sandbox`), claimed before
+it is prepared and lent again once its whole process tree is gone. Its folders are given to
+that uid just before it starts; everything else the agent keeps (ledgers, the admin kit, the
+job files, the output log) stays the agent's own.
 """
 
 import asyncio
@@ -36,13 +41,23 @@ from rondo.contracts.events import (
     RunStopRequested,
     ServerAssignment,
 )
+from rondo.contracts.layout import SERVER_SITE, source_name
 from rondo.worker_agent.config import AgentSettings
 from rondo.worker_agent.downloads import DownloadError, JobFilesCache, download
-from rondo.worker_agent.flare_runs import ClientRunSpec, ProcessSpec, ServerRunSpec
+from rondo.worker_agent.flare_runs import HOME_FOLDER, ClientRunSpec, ProcessSpec, ServerRunSpec
 from rondo.worker_agent.log_tail import LogTailer
 from rondo.worker_agent.publishing import Publish, stable_event_id
 from rondo.worker_agent.requirements_env import RequirementsEnvs, RequirementsError
 from rondo.worker_agent.runtime import ProcessHandle, Runtime
+from rondo.worker_agent.sandbox import (
+    Sandbox,
+    SandboxRefused,
+    SandboxUser,
+    lock_down,
+    make_private_to_agent,
+    make_traversable,
+    sandbox_mode,
+)
 from rondo.worker_agent.shards import ExtractLimits, UnsafeArchive, safe_extract, unpack_shard
 from rondo.worker_agent.spool import OutSpoolStager, ServerSpoolWatcher
 
@@ -50,7 +65,6 @@ logger = logging.getLogger(__name__)
 
 Role = Literal["server", "client"]
 
-SERVER_SITE_NAME = "server"
 # Lines NVFlare logs once a participant is usable (server_train.py, fed_client_base.py).
 SERVER_READY_MARKER = "Server started"
 CLIENT_READY_MARKER = "Successfully registered client"
@@ -65,7 +79,13 @@ class SubmitFailed(Exception):
 
 
 # Failures whose message is already written for the user (it names the object and the cause).
-USER_FACING_ERRORS = (DownloadError, UnsafeArchive, RequirementsError, SubmitFailed)
+USER_FACING_ERRORS = (
+    DownloadError,
+    UnsafeArchive,
+    RequirementsError,
+    SubmitFailed,
+    SandboxRefused,
+)
 
 
 class FlareRuns(Protocol):
@@ -88,6 +108,7 @@ class AgentProcess:
     site_name: str
     slot: int | None
     folder: Path
+    user: SandboxUser | None = None  # the sandbox uid it runs as, while claimed
     handle: ProcessHandle | None = None
     lifecycle: asyncio.Task[None] | None = None
     tailer: LogTailer | None = None
@@ -136,8 +157,11 @@ class RunManager:
         self._runtime = runtime
         self._flare = flare
         self._http = http
+        self.sandbox = Sandbox(sandbox_mode(settings.trust_user_code), settings.sandbox_uid_range)
         self._envs = RequirementsEnvs(
-            settings.work_root / "envs", timeout_s=settings.requirements_timeout_s
+            settings.work_root / "envs",
+            timeout_s=settings.requirements_timeout_s,
+            sandbox=self.sandbox,
         )
         self._limits = ExtractLimits(
             max_total_bytes=settings.shard_max_bytes, max_ratio=settings.shard_max_ratio
@@ -154,9 +178,17 @@ class RunManager:
         return self._settings.work_root / "runs"
 
     def remove_stale_runs(self) -> None:
-        """Delete run folders left by a previous life of the agent (its processes are gone)."""
+        """End processes still running as this agent's sandbox uids and delete run folders a
+        previous life of the agent left; then prepare the work dir (reachable, not listable,
+        by sandbox uids) and check that a sandbox uid can run the interpreter from there."""
+        killed = self.sandbox.end_leftovers()
+        if killed:
+            logger.warning("ended %d process(es) left running as this agent's uids", killed)
         if not self._settings.keep_run_dirs:
             shutil.rmtree(self.runs_dir, ignore_errors=True)
+        make_traversable(self._settings.work_root, self.runs_dir, self._settings.work_root / "envs")
+        self.sandbox.probe(self._envs.base_python, self.runs_dir)
+        logger.info("user code: %s", self.sandbox.describe())
 
     def running(self) -> list[RunningProcess]:
         """Every process of this agent that has not exited (preparing ones included)."""
@@ -187,6 +219,9 @@ class RunManager:
         superseded = [run for run in self._runs.values() if run.job_id == event.job_id]
         await self._stop_runs(superseded, f"superseded by run {event.run_id}")
         folder = self.runs_dir / event.job_id / event.run_id
+        # Other uids may pass through to their own process folder, never list or read others.
+        make_traversable(self.runs_dir, folder.parent, folder)
+        (folder / "job_files").mkdir(mode=0o700, exist_ok=True)
         run = Run(
             job_id=event.job_id,
             run_id=event.run_id,
@@ -195,7 +230,7 @@ class RunManager:
         )
         self._runs[event.run_id] = run
         if event.server is not None:
-            process = self._new_process(run, "server", SERVER_SITE_NAME, None)
+            process = self._new_process(run, "server", SERVER_SITE, None)
             self._launch(process, self._server_lifecycle(run, process, event.server))
         for assignment in event.clients:
             process = self._new_process(run, "client", assignment.site_name, assignment.slot)
@@ -235,7 +270,8 @@ class RunManager:
     # --- lifecycles -------------------------------------------------------------------------
 
     def _new_process(self, run: Run, role: Role, site_name: str, slot: int | None) -> AgentProcess:
-        folder = run.folder / ("server" if role == "server" else f"client_{slot}")
+        folder = run.folder / source_name(slot if role == "client" else None)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # the agent's until locked down
         process = AgentProcess(run.job_id, run.run_id, role, site_name, slot, folder)
         run.processes.append(process)
         return process
@@ -261,6 +297,7 @@ class RunManager:
         self, run: Run, process: AgentProcess, assignment: ClientAssignment
     ) -> None:
         await self._phase(process, ProcessPhase.PREPARING)
+        process.user = self.sandbox.claim()
         kit_dir = await self._fetch_kit(assignment.kit_url, process.folder / "kit", "client kit")
         job_files_dir = await run.job_files.fetch(assignment.job_files)
         data_root = process.folder / "data"
@@ -280,12 +317,23 @@ class RunManager:
                 torch_threads=self._settings.torch_threads,
                 requirements_file=job_files_dir / REQUIREMENTS_FILE,
                 requirements_sha256=job_python.requirements_sha256,
+                user=process.user,
             ),
         )
+        if process.user is not None:
+            await asyncio.to_thread(
+                lock_down,
+                process.folder,
+                process.user,
+                # The data root too: hosted-format apps write their outputs under it.
+                private=[kit_dir, data_root, out_spool, process.folder / HOME_FOLDER],
+                readable=[],
+            )
         process.watchers.append(
             OutSpoolStager(
                 out_spool=out_spool,
                 ledger_path=process.folder / "out_spool.ledger",
+                agent_id=self._settings.agent_id,
                 job_id=run.job_id,
                 run_id=run.run_id,
                 slot=assignment.slot,
@@ -302,6 +350,7 @@ class RunManager:
         self, run: Run, process: AgentProcess, assignment: ServerAssignment
     ) -> None:
         await self._phase(process, ProcessPhase.PREPARING)
+        process.user = self.sandbox.claim()
         kit_dir, admin_kit_dir = await asyncio.gather(
             self._fetch_kit(assignment.kit_url, process.folder / "kit", "server kit"),
             self._fetch_kit(assignment.admin_kit_url, process.folder / "admin_kit", "admin kit"),
@@ -329,12 +378,25 @@ class RunManager:
             python=job_python.python,
             torch_threads=self._settings.torch_threads,
             job_id=run.job_id,
+            user=process.user,
         )
         spec = await asyncio.to_thread(self._flare.server_process, run_spec)
+        if process.user is not None:
+            work_dir = process.folder / "work"
+            await asyncio.to_thread(make_private_to_agent, admin_kit_dir)
+            await asyncio.to_thread(
+                lock_down,
+                process.folder,
+                process.user,
+                private=[kit_dir, spool_dir, work_dir / "model_out", process.folder / HOME_FOLDER],
+                readable=[p for p in [initial_checkpoint] if p is not None],
+                passable=[work_dir],
+            )
         process.watchers.append(
             ServerSpoolWatcher(
                 spool_dir=spool_dir,
                 ledger_path=process.folder / "spool.ledger",
+                agent_id=self._settings.agent_id,
                 job_id=run.job_id,
                 run_id=run.run_id,
                 site_names=assignment.site_names,
@@ -406,12 +468,15 @@ class RunManager:
         process.handle = await asyncio.to_thread(self._runtime.start, spec)
         await self._phase(process, ProcessPhase.STARTED)
         process.tailer = LogTailer(
+            agent_id=self._settings.agent_id,
             job_id=process.job_id,
             run_id=process.run_id,
             source=LogSource(role=process.role, slot=process.slot),
             paths=spec.log_files,
             publish=self._publish,
             on_line=self._ready_detector(process, ready_marker),
+            max_lines=self._settings.log_max_lines,
+            max_bytes=self._settings.log_max_bytes,
         )
         process.background = [
             asyncio.create_task(process.tailer.run()),
@@ -505,6 +570,8 @@ class RunManager:
         if process.exited:
             return
         process.exited = True
+        user, process.user = process.user, None
+        await asyncio.to_thread(self.sandbox.release, user)
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:200] + "\n[...]\n" + error[-(MAX_ERROR_CHARS - 210) :]
         await self._phase(

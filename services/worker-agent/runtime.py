@@ -4,14 +4,16 @@ NVFlare starts each job's worker processes in a NEW session, and a parent's deat
 them to init, so following parent pids from the root is not enough to find them all later.
 The local runtime therefore (1) stamps every process it starts with a unique environment
 variable, which every descendant inherits, and (2) remembers every descendant it has seen.
-Stopping kills the union: the whole tree, orphans included.
+Stopping kills the union: the whole tree, orphans included. A process started as a sandbox uid
+(`ProcessSpec.user`) may clear its children's environment, so every process running as that uid
+is a member of its tree too (the uid is lent to this one process only).
 """
 
 import contextlib
 import os
-import resource
 import signal
 import subprocess
+import sys
 import uuid
 from typing import Protocol
 
@@ -19,6 +21,7 @@ import psutil
 
 from rondo.stack.processes import spawn
 from rondo.worker_agent.flare_runs import ProcessSpec
+from rondo.worker_agent.sandbox import processes_of
 
 # Inherited by every descendant of a started process: the tree it belongs to, and the agent
 # that started it (so an agent restarted after a crash can end what its last life left).
@@ -60,9 +63,12 @@ class Runtime(Protocol):
 class LocalProcessHandle:
     """A process tree started by `LocalProcessRuntime`."""
 
-    def __init__(self, process: subprocess.Popen[bytes], marker: str) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], marker: str, uid: int | None = None
+    ) -> None:
         self._process = process
         self._marker = marker
+        self._uid = uid  # the tree's own sandbox uid: every process of it is a member
         self._seen: dict[int, float] = {}  # pid -> create_time, so a reused pid is not killed
         self.track()
 
@@ -89,6 +95,10 @@ class LocalProcessHandle:
                     found[pid] = proc
         for proc in _marked_processes(TREE_MARKER_ENV, self._marker):
             found.setdefault(proc.pid, proc)
+        if self._uid is not None:
+            uid = self._uid
+            for proc in processes_of(lambda candidate: candidate == uid):
+                found.setdefault(proc.pid, proc)
         found.pop(os.getpid(), None)  # never the agent itself
         return list(found.values())
 
@@ -104,7 +114,7 @@ class LocalProcessRuntime:
     """Runs each spec as a local process in its own session (no container).
 
     `owner` (the agent id) is stamped on every process so `kill_leftovers` finds them later.
-    `memory_limit_mb` caps what each process may allocate (see `limit_memory`).
+    `memory_limit_mb` caps what each process may allocate (see `with_memory_limit`).
     """
 
     def __init__(self, owner: str, memory_limit_mb: int | None = None) -> None:
@@ -114,10 +124,12 @@ class LocalProcessRuntime:
     def start(self, spec: ProcessSpec) -> LocalProcessHandle:
         marker = uuid.uuid4().hex
         env = {**spec.env, TREE_MARKER_ENV: marker, OWNER_MARKER_ENV: self._owner}
-        process = spawn(spec.argv, spec.output_log, env=env, cwd=spec.cwd)
+        user = (spec.user.uid, spec.user.gid) if spec.user is not None else None
+        argv = spec.argv
         if self._memory_limit_mb is not None:
-            limit_memory(process.pid, self._memory_limit_mb)
-        return LocalProcessHandle(process, marker)
+            argv = with_memory_limit(argv, self._memory_limit_mb)
+        process = spawn(argv, spec.output_log, env=env, cwd=spec.cwd, user=user)
+        return LocalProcessHandle(process, marker, spec.user.uid if spec.user else None)
 
     def kill_leftovers(self, timeout_s: float) -> int:
         own = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
@@ -128,20 +140,30 @@ class LocalProcessRuntime:
         return len(leftovers)
 
 
-def limit_memory(pid: int, limit_mb: int) -> None:
-    """Cap what the process, and every process it starts later, may allocate.
+# Sets the limit on itself, then becomes the command (same pid): lowering one's own limit
+# needs no privilege, while setting another process's does (CAP_SYS_RESOURCE, which root
+# lacks in some containers, or the same uid, which a sandboxed process no longer has).
+_LIMIT_THEN_EXEC = (
+    "import os, resource, sys; limit = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def with_memory_limit(argv: list[str], limit_mb: int) -> list[str]:
+    """`argv` run under a cap on what the process, and every process it starts later, may
+    allocate.
 
     RLIMIT_DATA (heap and private writable mappings), not RLIMIT_AS: torch and CUDA reserve
     large address ranges they never touch, and shared libraries map hundreds of MB of code;
     RLIMIT_AS would count both. Past the limit an allocation fails (MemoryError, torch's
     "can't allocate memory"), so the user's code reports it instead of the host's OOM killer
-    taking something else. Set on the running process rather than in a `preexec_fn` (unsafe
-    in a threaded agent): it starts NVFlare's job process, where the user's code runs, seconds
-    later, and a child inherits its parent's limits.
+    taking something else. Set by a small launcher in the new process rather than in a
+    `preexec_fn` (unsafe in a threaded agent); NVFlare's job process, where the user's code
+    runs, inherits it.
     """
     limit = limit_mb * 1024 * 1024
-    with contextlib.suppress(ProcessLookupError):  # exited already: its exit is reported
-        resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
+    return [sys.executable, "-I", "-c", _LIMIT_THEN_EXEC, str(limit), *argv]
 
 
 def _terminate(processes: list[psutil.Process], timeout_s: float) -> None:
@@ -166,12 +188,13 @@ def _descendants_of(pids: list[int]) -> list[psutil.Process]:
 
 
 def _marked_processes(env_name: str, value: str) -> list[psutil.Process]:
-    """Processes whose environment has `env_name=value` (readable for our own user only)."""
+    """Processes whose environment has `env_name=value`: among our own user's, or every
+    user's when we are root (processes started as sandbox uids; root reads any environ)."""
     uid = os.getuid()
     marked = []
     for proc in psutil.process_iter(["uids"]):
         try:
-            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+            if proc.info["uids"] is None or (uid != 0 and proc.info["uids"].real != uid):
                 continue
             if proc.environ().get(env_name) == value:
                 marked.append(proc)

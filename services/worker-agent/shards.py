@@ -1,9 +1,10 @@
 """Unpacking ZIPs from outside the agent without letting them escape or fill the disk.
 
-A shard ZIP comes from a user: every entry is checked before anything is written (no `..`, no
-absolute paths, no symlinks, bounded size and compression ratio), and the bytes actually
-written are counted too, because the sizes in a ZIP's directory can lie. Shards unpack flat
-into the slot's data root: the ZIP's root is the data root (`manifest.ndjson` must be there).
+A shard ZIP comes from a user: every entry is checked before anything is written, by the rules
+the gateway checked at submission (`rondo.contracts.archives`: no `..`, no absolute paths, no
+symlinks, bounded size and compression ratio), and the bytes actually written are counted too,
+because the sizes in a ZIP's directory can lie. Shards unpack flat into the slot's data root:
+the ZIP's root is the data root (`manifest.ndjson` must be there).
 """
 
 import errno
@@ -11,24 +12,25 @@ import shutil
 import stat
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-MANIFEST_NAME = "manifest.ndjson"
+from rondo.contracts.archives import (
+    MANIFEST_NAME,
+    ArchiveLimits,
+    entry_fault,
+    excessive_ratio,
+    normalized_name,
+    path_fault,
+    ratio_fault,
+)
+
 COPY_CHUNK_BYTES = 1024 * 1024
-# Small entries may compress extremely well (a file of zeros) without being a threat.
-RATIO_CHECK_MIN_BYTES = 1024 * 1024
+# The agent's name for the shared limits (it also unpacks startup kits with the defaults).
+ExtractLimits = ArchiveLimits
 
 
 class UnsafeArchive(Exception):
     """The archive was refused; the message says which entry and why, for the user."""
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    max_total_bytes: int = 64 * 1024**3
-    max_ratio: float = 200.0
-    max_entries: int = 1_000_000
 
 
 def safe_relative_path(name: str) -> PurePosixPath:
@@ -36,18 +38,11 @@ def safe_relative_path(name: str) -> PurePosixPath:
 
     Backslashes count as separators too: a ZIP made on Windows may use them.
     """
-    normalized = name.replace("\\", "/")
-    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
-        raise UnsafeArchive(f"entry '{name}' has an absolute path")
-    parts = [part for part in normalized.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchive(f"entry '{name}' escapes the data folder (contains '..')")
+    fault = path_fault(name, folder="data folder")
+    if fault is not None:
+        raise UnsafeArchive(f"entry '{name}' {fault}")
+    parts = [part for part in normalized_name(name).split("/") if part not in ("", ".")]
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
-
-
-def _is_symlink(info: zipfile.ZipInfo) -> bool:
-    # Unix mode bits live in the high 16 bits of external_attr.
-    return stat.S_ISLNK(info.external_attr >> 16)
 
 
 def check_entries(archive: zipfile.ZipFile, limits: ExtractLimits) -> list[zipfile.ZipInfo]:
@@ -57,19 +52,14 @@ def check_entries(archive: zipfile.ZipFile, limits: ExtractLimits) -> list[zipfi
         raise UnsafeArchive(f"{len(entries)} entries, more than the limit of {limits.max_entries}")
     total = 0
     for info in entries:
-        safe_relative_path(info.filename)
-        if _is_symlink(info):
-            raise UnsafeArchive(f"entry '{info.filename}' is a symbolic link; links are refused")
-        if info.flag_bits & 0x1:
-            raise UnsafeArchive(f"entry '{info.filename}' is encrypted")
+        fault = entry_fault(info, folder="data folder")
+        if fault is not None:
+            raise UnsafeArchive(f"entry '{info.filename}' {fault}")
         total += info.file_size
-        if info.file_size >= RATIO_CHECK_MIN_BYTES:
-            ratio = info.file_size / max(info.compress_size, 1)
-            if ratio > limits.max_ratio:
-                raise UnsafeArchive(
-                    f"entry '{info.filename}' expands {ratio:.0f}x "
-                    f"(limit {limits.max_ratio:.0f}x): refused as a ZIP bomb"
-                )
+        if (ratio := excessive_ratio(info, limits)) is not None:
+            raise UnsafeArchive(
+                f"entry '{info.filename}' {ratio_fault(ratio, limits)}: refused as a ZIP bomb"
+            )
     if total > limits.max_total_bytes:
         raise UnsafeArchive(
             f"unpacks to {total} bytes, more than the limit of {limits.max_total_bytes} bytes"

@@ -13,7 +13,6 @@ from rondo.artifacts.service import ArtifactsService, build_service
 from rondo.contracts.bus import declare_streams, make_broker
 from rondo.contracts.config import ServiceSettings
 from rondo.contracts.storage import S3Client
-from rondo.contracts.subjects import STAGING_OBJECT_STORE
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +22,18 @@ def artifacts_settings(
     database_url: str,
 ) -> ArtifactsSettings:
     values = service_settings.model_dump()
-    values["data_dir"] = tmp_path_factory.mktemp("artifacts-data")
+    values |= {
+        "data_dir": tmp_path_factory.mktemp("artifacts-data"),
+        "consumer_retry_delay_s": 0.2,
+        "consumer_max_retry_delay_s": 0.5,
+    }
     return ArtifactsSettings(
         **values,
         artifacts_database_url=database_url,
         artifacts_log_flush_interval_s=0.3,
-        artifacts_retry_delay_s=0.2,
-        artifacts_max_retry_delay_s=0.5,
+        # Counted from when the service caught up with a job (`CatchUpClock`): short, so the
+        # test of a last round that never comes does not wait the default 120 s.
+        artifacts_last_round_wait_s=4.0,
     )
 
 
@@ -53,6 +57,5 @@ async def artifacts_service(
 async def bus(artifacts_service: ArtifactsService) -> AsyncIterator[Bus]:
     broker = make_broker(artifacts_service.settings, "test-producer")
     await broker.connect()
-    await declare_streams(broker, replicas=1)
-    yield Bus(broker, await broker.object_storage(STAGING_OBJECT_STORE))
+    yield Bus(broker, await declare_streams(broker, replicas=1))
     await broker.stop()

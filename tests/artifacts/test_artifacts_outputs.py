@@ -90,6 +90,7 @@ async def stage_round(
     name = f"{job_id}/{run_id}/round-{round_number}.pt"
     await bus.stage(name, data)
     return RoundCompleted(
+        agent_id="agent-1",
         job_id=job_id,
         run_id=run_id,
         round=round_number,
@@ -119,7 +120,7 @@ async def test_rounds_write_models_and_reports_once_per_round(
 
     # Round 0 arrives before the job is known: it is retried, not dropped.
     round_0 = await stage_round(bus, job_id, "run-a", 0, fill=0.0, loss=1.0)
-    with caplog.at_level(logging.INFO, logger="rondo.artifacts"):
+    with caplog.at_level(logging.INFO, logger="rondo.contracts.consumers"):
         await bus.publish(round_0)
         await eventually(
             lambda: f"job {job_id} not known yet" in caplog.text, what="round 0 put back"
@@ -208,6 +209,7 @@ async def test_staged_files_outside_files_out_are_refused(
         name = f"{job_id}/{secrets.token_hex(4)}"
         await bus.stage(name, data)
         event = ArtifactStaged(
+            agent_id="agent-1",
             job_id=job_id,
             run_id="run-a",
             object_name=name,
@@ -252,6 +254,7 @@ async def test_a_cut_off_workers_late_files_never_replace_its_replacements(
         name = f"{job_id}/{run_id}/client_0/round_2/pred.txt"
         await bus.stage(name, data)
         event = ArtifactStaged(
+            agent_id="agent-1",
             job_id=job_id,
             run_id=run_id,
             object_name=name,
@@ -285,7 +288,14 @@ async def test_log_batches_are_assembled_once_per_line(
     client_0 = LogSource(role="client", slot=0)
 
     def batch(source: LogSource, run_id: str, first: int, lines: list[str]) -> LogBatch:
-        return LogBatch(job_id=job_id, run_id=run_id, source=source, first_line=first, lines=lines)
+        return LogBatch(
+            agent_id="agent-1",
+            job_id=job_id,
+            run_id=run_id,
+            source=source,
+            first_line=first,
+            lines=lines,
+        )
 
     batches = [
         batch(server, "run-a", 0, ["s0", "s1", "s2"]),

@@ -39,7 +39,7 @@ def test_killed_client_process_is_restarted_by_its_agent(
     job_id = submit_tiny_job(platform, "client-killed", rounds=3, hold=hold)
     victim = slot_view(held(platform, job_id, hold), 1)
     [client] = worker_processes(platform, victim["agent_id"], CLIENT_ROOT_MARK)
-    with announcements(platform.state.nats_url, job_id) as announced:
+    with announcements(platform.state, job_id) as announced:
         kill9([client])
         restarted = watch(
             platform,

@@ -94,6 +94,7 @@ def make_user(gateway: Gateway) -> Callable[[], NewUser]:
                 gateway.app.state.secret_box,
                 f"user-{suffix}",
                 f"user-{suffix}",
+                platform_bucket=gateway.app.state.settings.platform_bucket,
             )
 
     return make

@@ -48,7 +48,12 @@ async def submitted_job(client: httpx.AsyncClient, user: NewUser, s3: S3Client) 
 
 def batch(job_id: str, run_id: str, first_line: int, *lines: str) -> LogBatch:
     return LogBatch(
-        job_id=job_id, run_id=run_id, source=SERVER, first_line=first_line, lines=list(lines)
+        agent_id="agent-1",
+        job_id=job_id,
+        run_id=run_id,
+        source=SERVER,
+        first_line=first_line,
+        lines=list(lines),
     )
 
 

@@ -62,6 +62,7 @@ def _running(job_id: str, **snapshot: object) -> JobSnapshot:
 
 def _round(job_id: str, number: int, loss: float) -> RoundCompleted:
     return RoundCompleted(
+        agent_id="agent-1",
         job_id=job_id,
         run_id="run-1",
         round=number,

@@ -65,7 +65,14 @@ def gateway_process(
     init_db(engine)
     with Session(engine) as session:
         box = load_secret_box(settings)  # the gateway below reads the same key file
-        user = add_user(session, SeaweedIamAdmin(settings), box, "fuzzer", "fuzzer-bucket")
+        user = add_user(
+            session,
+            SeaweedIamAdmin(settings),
+            box,
+            "fuzzer",
+            "fuzzer-bucket",
+            platform_bucket=settings.platform_bucket,
+        )
     engine.dispose()
 
     process = spawn([sys.executable, "-m", "rondo.gateway"], folder / "gateway.log", env=env)

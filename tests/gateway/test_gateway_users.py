@@ -28,6 +28,8 @@ from rondo.gateway.users import (
     revoke_api_keys,
 )
 
+PLATFORM = "rondo-platform"
+
 
 @pytest.fixture
 def box(settings: GatewaySettings) -> SecretBox:
@@ -79,7 +81,9 @@ def test_api_keys_can_be_added_and_revoked(
 ) -> None:
     storage = SeaweedIamAdmin(settings)
     with Session(engine) as session:
-        frank = add_user(session, storage, box, "frank", default_bucket("frank"))
+        frank = add_user(
+            session, storage, box, "frank", default_bucket("frank"), platform_bucket=PLATFORM
+        )
         second = add_api_key(session, "frank")
         assert authenticate(session, second.api_key).name == "frank"
 
@@ -108,15 +112,22 @@ def test_adding_a_user_again_with_its_key_repeats_the_s3_key_while_the_store_has
     storage = SeaweedIamAdmin(settings)
     key = "rsk_dev_" + "g" * 32
     with Session(engine) as session:
-        first = add_user(session, storage, box, "gina", "gina-bucket", key)
-        assert add_user(session, storage, box, "gina", "gina-bucket", key) == first
+        first = add_user(
+            session, storage, box, "gina", "gina-bucket", key, platform_bucket=PLATFORM
+        )
+        assert (
+            add_user(session, storage, box, "gina", "gina-bucket", key, platform_bucket=PLATFORM)
+            == first
+        )
         stored = active_s3_key(session, first.user_id)
         assert stored is not None and stored.secret_access_key.startswith(SEALED_PREFIX)
         assert first.s3_secret_key not in stored.secret_access_key, "stored sealed"
 
         # The store lost the key (reset, or revoked by hand): the next start mints a new one.
         storage.delete_key(identity_name(first.user_id), first.s3_access_key)
-        again = add_user(session, storage, box, "gina", "gina-bucket", key)
+        again = add_user(
+            session, storage, box, "gina", "gina-bucket", key, platform_bucket=PLATFORM
+        )
     assert again.s3_access_key != first.s3_access_key
     client = key_client(settings, again.s3_access_key, again.s3_secret_key)
     assert client.list_objects_v2(Bucket="gina-bucket")["KeyCount"] == 0

@@ -10,11 +10,12 @@ from support.examples import digits_job_files
 from support.netns import Host, HostNetwork, NetnsError, host_network, namespace_of
 from support.platform import Platform
 
+from rondo.contracts.bus_permissions import OPERATOR
 from rondo.contracts.states import TERMINAL_STATES, JobState
 from rondo.stack.health import probe_stack
 from rondo.stack.local import LocalStack
 from rondo.stack.processes import spawn, wait_until
-from rondo.stack.services import ServicePart, agent_part
+from rondo.stack.services import ServicePart, agent_part, bus_identity_env
 from rondo.stack.state import AgentConfig
 
 ROUNDS = 2
@@ -69,7 +70,9 @@ def start_agent(
     `slots` (RONDO_AGENT_INVENTORY) replaces the detected ones."""
     state = platform.state
     part = agent_part(state, AgentConfig(agent_id=agent_id, fl_ports=fl_ports), host.address)
-    env = dict(part.env)
+    # The stack's bus has identities for the agents it started itself only: these connect as
+    # the operator (the bus permissions have their own tests, tests/security).
+    env = {**part.env, **bus_identity_env(state, OPERATOR)}
     if slots is not None:
         env["RONDO_AGENT_INVENTORY"] = slots
     log = state.logs_dir / f"{part.name}.console.log"
@@ -108,5 +111,9 @@ def nvflare_namespaces(platform: Platform) -> dict[str, set[str]]:
     for proc in platform.nvflare_processes():
         command = " ".join(proc.cmdline())
         role = "server" if ".app.server." in command else "client"
-        placed[role].add(namespace_of(proc.pid))
+        try:
+            placed[role].add(namespace_of(proc.pid))
+        except NetnsError:
+            if proc.is_running():
+                raise  # else it ended meanwhile (NVFlare's short-lived helpers)
     return placed

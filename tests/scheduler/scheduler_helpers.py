@@ -11,9 +11,10 @@ from rondo.contracts.events import (
     Slot,
     WorkerHeartbeat,
 )
+from rondo.contracts.layout import flare_client_site
 from rondo.contracts.training import GpuRequirements, Timing, TrainingConfig
 from rondo.scheduler.checkpoints import ResumePoint, round_checkpoint_key
-from rondo.scheduler.dispatch import RunPlan, kit_key, new_run_id, site_name
+from rondo.scheduler.dispatch import RunPlan, kit_key, new_run_id
 from rondo.scheduler.placement import Placement
 
 
@@ -112,7 +113,9 @@ class StubDispatcher:
         self.resumed.append((start_round, initial_checkpoint_key))
         run_id = new_run_id()
         generations = generations or {}
-        sites = {c.slot: site_name(c.slot, generations.get(c.slot, 0)) for c in placement.clients}
+        sites = {
+            c.slot: flare_client_site(c.slot, generations.get(c.slot, 0)) for c in placement.clients
+        }
         url = "http://s3.invalid/"
         host = agents[placement.server_agent_id].host
         server = ServerAssignment(

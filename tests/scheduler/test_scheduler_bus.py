@@ -193,7 +193,10 @@ async def test_submitted_job_is_dispatched_and_driven_to_finished(
         await check_dispatches(dispatches, s3, settings, bucket, prefix)
 
         run_id = dispatches[0].run_id
-        await publish(broker, RunStarted(job_id=job_id, run_id=run_id, nvflare_job_id="nv-1"))
+        await publish(
+            broker,
+            RunStarted(agent_id="agent-1", job_id=job_id, run_id=run_id, nvflare_job_id="nv-1"),
+        )
         await eventually(lambda: len(observer.of(JobStateChanged, job_id)) == 2, "RUNNING")
         for round_number in range(2):
             await publish(broker, round_completed(job_id, run_id, round_number))
@@ -203,7 +206,9 @@ async def test_submitted_job_is_dispatched_and_driven_to_finished(
                 ),
                 f"round {round_number}",
             )
-        await publish(broker, RunEnded(job_id=job_id, run_id=run_id, completed=True))
+        await publish(
+            broker, RunEnded(agent_id="agent-1", job_id=job_id, run_id=run_id, completed=True)
+        )
         await eventually(lambda: observer.of(JobFinished, job_id) != [], "JobFinished")
         await eventually(lambda: len(observer.of(RunStopRequested, job_id)) == 2, "stops")
     finally:
@@ -272,6 +277,7 @@ async def check_dispatches(
 
 def round_completed(job_id: str, run_id: str, round_number: int) -> RoundCompleted:
     return RoundCompleted(
+        agent_id="agent-1",
         job_id=job_id,
         run_id=run_id,
         round=round_number,

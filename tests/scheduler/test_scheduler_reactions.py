@@ -81,9 +81,12 @@ async def test_submitted_to_finished(
     panel = published.of(JobProgress)[-1].snapshot.workers
     assert (panel.total, panel.connected) == (2, 2)
 
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=run_id, nvflare_job_id="n"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=run_id, nvflare_job_id="n")
+    )
     for round_number in range(3):
         event = RoundCompleted(
+            agent_id="agent-1",
             job_id="job-1",
             run_id=run_id,
             round=round_number,
@@ -96,8 +99,12 @@ async def test_submitted_to_finished(
         )
         await scheduler.on_round_completed(event)
         await scheduler.on_round_completed(event)  # redelivery changes nothing
-    await scheduler.on_run_ended(RunEnded(job_id="job-1", run_id=run_id, completed=True))
-    await scheduler.on_run_ended(RunEnded(job_id="job-1", run_id=run_id, completed=True))
+    await scheduler.on_run_ended(
+        RunEnded(agent_id="agent-1", job_id="job-1", run_id=run_id, completed=True)
+    )
+    await scheduler.on_run_ended(
+        RunEnded(agent_id="agent-1", job_id="job-1", run_id=run_id, completed=True)
+    )
 
     states = [c.snapshot.state for c in published.of(JobStateChanged)]
     assert states == [JobState.PENDING, JobState.RUNNING, JobState.FINISHED]
@@ -207,7 +214,9 @@ async def test_lost_worker_is_disconnected_then_fails_the_job_after_the_grace(
     timing = Timing(worker_lost_after_s=10, below_min_clients_grace_s=20)
     dispatches = await dispatched(scheduler, reconciler, published, timing=timing)
     run_id = dispatches[0].run_id
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=run_id, nvflare_job_id="n"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=run_id, nvflare_job_id="n")
+    )
     server_agent = next(d.agent_id for d in dispatches if d.server)
     lost_agent = next(d.agent_id for d in dispatches if d.server is None)
     lost_slot = next(d.clients[0] for d in dispatches if d.server is None)
@@ -249,7 +258,9 @@ async def test_cancel_and_stop(
 ) -> None:
     dispatches = await dispatched(scheduler, reconciler, published)
     run_id = dispatches[0].run_id
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=run_id, nvflare_job_id="n"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=run_id, nvflare_job_id="n")
+    )
     await scheduler.on_cancel(
         JobCancelRequested(job_id="job-1", mode=CancelMode.STOP, requested_by="ann")
     )
@@ -257,7 +268,9 @@ async def test_cancel_and_stop(
     assert published.of(JobFinished)[0].state == JobState.FINISHED
     assert len(published.of(RunStopRequested)) == 2
     # stale events of the ended run change nothing
-    await scheduler.on_run_ended(RunEnded(job_id="job-1", run_id=run_id, completed=False))
+    await scheduler.on_run_ended(
+        RunEnded(agent_id="agent-1", job_id="job-1", run_id=run_id, completed=False)
+    )
     assert published.of(JobFailed) == []
 
     await scheduler.on_submitted(submitted("job-2"))
@@ -294,7 +307,9 @@ async def test_restart_restores_workers_and_jobs(
     assert again.registry.online(10) == []  # offered to placement only after a fresh beat
     assert not again.registry.is_lost("agent-a", 10)  # but not lost yet either
     await again.on_run_started(
-        RunStarted(job_id="job-1", run_id=dispatches[0].run_id, nvflare_job_id="n")
+        RunStarted(
+            agent_id="agent-1", job_id="job-1", run_id=dispatches[0].run_id, nvflare_job_id="n"
+        )
     )
     assert job_state(store) == JobState.RUNNING
     assert [s.status for s in store.list_slots(dispatches[0].run_id)] == [SlotStatus.CONNECTED] * 2

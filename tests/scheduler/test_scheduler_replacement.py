@@ -66,6 +66,7 @@ def client_event(
 
 def round_completed(run_id: str, round_number: int) -> RoundCompleted:
     return RoundCompleted(
+        agent_id="agent-1",
         job_id="job-1",
         run_id=run_id,
         round=round_number,
@@ -89,7 +90,9 @@ async def running_job(
     for dispatch in dispatches_of(published, run_id).values():
         for client in dispatch.clients:
             await scheduler.on_process(client_event(dispatch, client.slot, ProcessPhase.READY))
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=run_id, nvflare_job_id="n"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=run_id, nvflare_job_id="n")
+    )
     for round_number in range(rounds_done):
         await scheduler.on_round_completed(round_completed(run_id, round_number))
     return run_id
@@ -132,13 +135,17 @@ async def test_silent_agent_is_replaced_by_a_spare_from_the_last_checkpoint(
     # The old run's late events change nothing; the new run's carry the job to the end.
     await scheduler.on_round_completed(round_completed(first, 2))
     assert current_job(store).current_round == 2
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=second, nvflare_job_id="m"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=second, nvflare_job_id="m")
+    )
     job = current_job(store)
     assert job.reason == ""
     assert published.of(JobProgress)[-1].snapshot.workers.connected == 2
     for round_number in (2, 3):
         await scheduler.on_round_completed(round_completed(second, round_number))
-    await scheduler.on_run_ended(RunEnded(job_id="job-1", run_id=second, completed=True))
+    await scheduler.on_run_ended(
+        RunEnded(agent_id="agent-1", job_id="job-1", run_id=second, completed=True)
+    )
     states = [c.snapshot.state for c in published.of(JobStateChanged)]
     assert states == [JobState.PENDING, JobState.RUNNING, JobState.FINISHED]
     assert current_job(store).current_round == 4
@@ -234,7 +241,7 @@ async def test_crashed_server_process_gets_a_new_run_until_it_crashes_too_often(
     # The new server comes up, then crashes too: replaced once already, the job fails.
     [server_agent] = [agent for agent, d in run.items() if d.server is not None]
     await scheduler.on_run_started(
-        RunStarted(job_id="job-1", run_id=job.run_id, nvflare_job_id="m")
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=job.run_id, nvflare_job_id="m")
     )
     await scheduler.on_process(server_crashed(run[server_agent]))
     await reconciler.tick()
@@ -289,7 +296,9 @@ async def test_worker_lost_too_often_fails_the_job(
     for dispatch in run.values():
         for client in dispatch.clients:
             await scheduler.on_process(client_event(dispatch, client.slot, ProcessPhase.READY))
-    await scheduler.on_run_started(RunStarted(job_id="job-1", run_id=second, nvflare_job_id="m"))
+    await scheduler.on_run_started(
+        RunStarted(agent_id="agent-1", job_id="job-1", run_id=second, nvflare_job_id="m")
+    )
     await scheduler.on_process(
         client_event(run["agent-b"], 1, ProcessPhase.EXITED, exit_code=-9, error=KILLED)
     )

@@ -32,6 +32,7 @@ import psutil
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
+from rondo.contracts.bus_permissions import OPERATOR
 from rondo.contracts.events import JobProgress, JobSnapshot, JobStateChanged
 from rondo.contracts.states import JobState
 from rondo.contracts.training import Timing
@@ -39,7 +40,7 @@ from rondo.stack.health import probe_stack
 from rondo.stack.local import LocalStack
 from rondo.stack.processes import spawn, wait_until
 from rondo.stack.services import SERVICE_MODULES, ServicePart, stack_env
-from rondo.stack.state import load_state
+from rondo.stack.state import StackState, load_state
 from support.platform import Platform
 from support.tiny_job import tiny_job_files
 
@@ -289,7 +290,7 @@ class Announced(BaseModel):
 
 
 @contextlib.contextmanager
-def announcements(nats_url: str, job_id: str) -> Iterator[list[tuple[float, dict[str, Any]]]]:
+def announcements(state: StackState, job_id: str) -> Iterator[list[tuple[float, dict[str, Any]]]]:
     """Every snapshot of the job the scheduler announces during the block, with the monotonic
     time it was heard (in the API's JSON shape); recorded by a thread of its own."""
     heard: list[tuple[float, dict[str, Any]]] = []
@@ -301,7 +302,7 @@ def announcements(nats_url: str, job_id: str) -> Iterator[list[tuple[float, dict
             heard.append((time.monotonic(), announced.snapshot.model_dump(mode="json")))
 
     async def subscribe() -> nats.NATS:
-        client = await nats.connect(nats_url)
+        client = await nats.connect(state.nats_url, **state.nats_connect_options())
         for subject in (JobStateChanged.SUBJECT, JobProgress.SUBJECT):
             await client.subscribe(subject, cb=on_message)
         await client.flush()
@@ -400,7 +401,7 @@ def _timed_kill(
         shown.append((time.monotonic(), view))
         return next_round(view)
 
-    with announcements(platform.state.nats_url, job["id"]) as announced:
+    with announcements(platform.state, job["id"]) as announced:
         killed = time.monotonic()
         kill()
         hold.release()
@@ -477,11 +478,13 @@ class NetworkNamespace:
         """A worker-agent of `platform`'s stack inside the namespace; returns once healthy."""
         state = platform.state
         env = {
-            **stack_env(state),
+            # An agent the stack has no identity for: it connects as the operator.
+            **stack_env(state, OPERATOR),
             "RONDO_AGENT_ID": agent_id,
             "RONDO_AGENT_HOST": self.inner_ip,
             "RONDO_AGENT_FL_PORTS": fl_ports,
             "RONDO_AGENT_WORK_DIR": str(state.data_dir / "agents" / agent_id),
+            "RONDO_AGENT_RUNTIME": "process",  # as the stack's own agents, engine or not
         }
         part = ServicePart(
             f"worker-agent-{agent_id}",

@@ -2,14 +2,16 @@
 cannot allocate past the limit, and fail with a MemoryError the user's code can see."""
 
 import os
-import resource
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from rondo.worker_agent.flare_runs import ProcessSpec
 from rondo.worker_agent.runtime import LocalProcessRuntime
+from rondo.worker_agent.sandbox import SandboxUser, can_switch_users
 
 LIMIT_MB = 256
 
@@ -25,19 +27,29 @@ STARTS_A_HUNGRY_CHILD = textwrap.dedent(
 )
 
 
-def test_the_limit_reaches_the_processes_a_process_starts(tmp_path: Path) -> None:
+# A sandboxed process runs as another uid: the limit must not need privileges over it (root
+# in a container may lack CAP_SYS_RESOURCE).
+SANDBOX_UID = 2_000_099_000
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["own-user", "sandbox-uid"])
+def test_the_limit_reaches_the_processes_a_process_starts(tmp_path: Path, sandboxed: bool) -> None:
+    if sandboxed and not can_switch_users():
+        pytest.skip("only root can start processes as a sandbox uid")
     output_log = tmp_path / "output.log"
+    output_log.touch()
+    os.chmod(tmp_path, 0o777)  # the sandbox uid writes nothing here but needs to enter it
     spec = ProcessSpec(
         argv=[sys.executable, "-c", STARTS_A_HUNGRY_CHILD],
         cwd=tmp_path,
         env=dict(os.environ),
         log_files=[output_log],
         output_log=output_log,
+        user=SandboxUser(SANDBOX_UID, SANDBOX_UID) if sandboxed else None,
     )
     runtime = LocalProcessRuntime(owner="test-memory-limit", memory_limit_mb=LIMIT_MB)
 
     handle = runtime.start(spec)
-    assert resource.prlimit(handle.pid, resource.RLIMIT_DATA)[0] == LIMIT_MB * 1024 * 1024
     deadline = time.monotonic() + 30
     while (exit_code := handle.poll()) is None:
         assert time.monotonic() < deadline, "the process did not end"

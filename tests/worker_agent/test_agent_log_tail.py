@@ -15,6 +15,7 @@ async def test_lines_are_published_in_numbered_batches(tmp_path: Path) -> None:
 
     log = tmp_path / "process.log"
     tailer = LogTailer(
+        agent_id="agent-1",
         job_id="j",
         run_id="r",
         source=LogSource(role="client", slot=2),
@@ -36,7 +37,7 @@ async def test_lines_are_published_in_numbered_batches(tmp_path: Path) -> None:
         (2, ["three", "four"]),
         (4, ["last without newline"]),
     ]
-    assert {b.subject for b in batches} == {"rondo.logs.j"}
+    assert {b.subject for b in batches} == {"rondo.logs.agent-1.j"}
     assert batches[0].source.file_name == "client_2.log"
     assert seen == ["one", "two", "three", "four", "last without newline"]
     assert tailer.recent_lines()[-1] == "last without newline"

@@ -1,4 +1,4 @@
-"""The Docker runtime without an engine: the container the agent would start for a client,
+"""The Docker runtime without an engine: the container the agent would start for each process,
 and the fall back to local processes when no engine answers."""
 
 import logging
@@ -11,16 +11,15 @@ from rondo.worker_agent.config import AgentSettings
 from rondo.worker_agent.flare_runs import ClientRunSpec, ProcessSpec, client_process
 from rondo.worker_agent.runtime import LocalProcessRuntime
 from rondo.worker_agent.runtime_docker import (
-    JOB_ENV_DIR,
     OWNER_LABEL,
-    REQUIREMENTS_IN_CONTAINER,
+    ROLE_LABEL,
     container_spec,
-    job_env_volume,
     make_runtime,
 )
 
 IMAGE = "rondo/agent:test"
 SHA256 = "ab" * 32
+CLIENT_MODULE = "nvflare.private.fed.app.client.client_train"
 START_LINE = (
     "exec python3 -u -m nvflare.private.fed.app.client.client_train -m $WORKSPACE "
     "-s fed_client.json --set secure_train=true uid=site-0-0 config_folder=config\n"
@@ -53,53 +52,83 @@ def client_spec(tmp_path: Path, device: str, requirements_sha256: str | None) ->
     )
 
 
-def test_gpu_client_container_gets_its_gpu_readonly_shard_env_volume_and_limits(
+def test_gpu_client_container_is_locked_down_with_its_gpu_and_readonly_shard(
     tmp_path: Path,
 ) -> None:
     spec = client_spec(tmp_path, device="cuda:2", requirements_sha256=SHA256)
-    kwargs = container_spec(spec, image=IMAGE, owner="agent-1@/w", memory_limit="8g")
+    spec.env["RONDO_S3_SECRET_KEY"] = "leak"  # what a careless spec might carry
+    spec.env["RONDO_NATS_URL"] = "nats://user:pass@host:4222"
+    kwargs = container_spec(
+        spec, image=IMAGE, owner="agent-1@/w", memory_limit="8g", user=(10001, 10001)
+    )
 
-    kit, data, spool = (str((tmp_path / name).resolve()) for name in ("kit", "data", "out_spool"))
-    requirements = str(tmp_path / "job_files" / "requirements" / "requirements.txt")
+    folder = str(tmp_path.resolve())  # the process's folder: kit/, data/, out_spool/
+    kit, data = (str((tmp_path / name).resolve()) for name in ("kit", "data"))
     assert kwargs["image"] == IMAGE
-    assert kwargs["command"][:3] == ["-u", "-m", "nvflare.private.fed.app.client.client_train"]
+    assert kwargs["command"][:4] == ["python", "-u", "-m", CLIENT_MODULE]
     assert kwargs["working_dir"] == kit
     assert kwargs["volumes"] == {
-        kit: {"bind": kit, "mode": "rw"},
-        spool: {"bind": spool, "mode": "rw"},
+        folder: {"bind": folder, "mode": "rw"},
         data: {"bind": data, "mode": "ro"},
-        job_env_volume(SHA256): {"bind": JOB_ENV_DIR, "mode": "rw"},
-        requirements: {"bind": REQUIREMENTS_IN_CONTAINER, "mode": "ro"},
     }
     assert kwargs["device_requests"] == [DeviceRequest(device_ids=["2"], capabilities=[["gpu"]])]
     assert kwargs["mem_limit"] == kwargs["memswap_limit"] == "8g"
-    assert kwargs["labels"] == {OWNER_LABEL: "agent-1@/w"}
-    assert kwargs["network_mode"] == "host"
+    assert kwargs["labels"] == {OWNER_LABEL: "agent-1@/w", ROLE_LABEL: "client"}
+    assert kwargs["user"] == "10001:10001"
+    assert kwargs["read_only"] is True
+    assert kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["security_opt"] == ["no-new-privileges"]
+    assert kwargs["pids_limit"] > 0
+    assert set(kwargs["tmpfs"]) == {"/tmp"}
 
     env = kwargs["environment"]
     assert env["RONDO_DEVICE"] == "cuda:0"  # the only GPU the container sees
     assert env["RONDO_DATA_ROOT"] == data
-    assert env["RONDO_REQUIREMENTS"] == REQUIREMENTS_IN_CONTAINER
     assert env["RONDO_OUTPUT_LOG"] == str(spec.output_log)
     assert env["OMP_NUM_THREADS"] == "1"
-    assert not {"PATH", "PYTHONPATH", "HOME"} & set(env)
+    assert not {"PATH", "RONDO_S3_SECRET_KEY", "RONDO_NATS_URL"} & set(env)
+    assert not any("/var/run/docker.sock" in path for path in kwargs["volumes"])
+
+
+def test_job_env_is_mounted_readonly_and_put_on_the_path(tmp_path: Path) -> None:
+    env_dir = tmp_path / "envs" / SHA256
+    site_packages = env_dir / "lib" / "python3.11" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (env_dir / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    spec = client_spec(tmp_path, device="cpu", requirements_sha256=SHA256)
+    spec.argv[0] = str(env_dir / "bin" / "python")
+    kwargs = container_spec(
+        spec, image=IMAGE, owner="agent-1", memory_limit="2g", user=(10001, 10001)
+    )
+
+    assert kwargs["volumes"][str(site_packages)] == {"bind": str(site_packages), "mode": "ro"}
+    assert kwargs["environment"]["PYTHONPATH"] == str(site_packages)
+    assert kwargs["command"][0] == "python"
 
 
 def test_cpu_client_without_requirements_runs_on_the_image_alone(tmp_path: Path) -> None:
     spec = client_spec(tmp_path, device="cpu", requirements_sha256=None)
-    kwargs = container_spec(spec, image=IMAGE, owner="agent-1", memory_limit="2g")
+    kwargs = container_spec(
+        spec, image=IMAGE, owner="agent-1", memory_limit="2g", user=(10001, 10001)
+    )
 
     assert kwargs["device_requests"] == []
     assert kwargs["environment"]["RONDO_DEVICE"] == "cpu"
-    assert "RONDO_REQUIREMENTS" not in kwargs["environment"]
-    assert all(not name.startswith("rondo-job-env-") for name in kwargs["volumes"])
+    assert "PYTHONPATH" not in kwargs["environment"]
 
 
-def test_server_specs_never_become_containers(tmp_path: Path) -> None:
+def test_server_specs_become_containers_too(tmp_path: Path) -> None:
     spec = client_spec(tmp_path, device="cpu", requirements_sha256=None)
-    spec.container = None  # what `server_process` returns
-    with pytest.raises(ValueError, match="only client specs"):
-        container_spec(spec, image=IMAGE, owner="agent-1", memory_limit="2g")
+    spec.container = None  # what `server_process` returns: no shard, no device
+    kwargs = container_spec(
+        spec, image=IMAGE, owner="agent-1", memory_limit="2g", user=(10001, 10001)
+    )
+
+    folder = str(tmp_path.resolve())
+    assert kwargs["volumes"] == {folder: {"bind": folder, "mode": "rw"}}
+    assert kwargs["labels"][ROLE_LABEL] == "server"
+    assert kwargs["read_only"] is True
+    assert kwargs["device_requests"] == []
 
 
 @pytest.fixture

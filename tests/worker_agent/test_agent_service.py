@@ -42,6 +42,7 @@ from rondo.contracts.training import TrainingConfig
 from rondo.worker_agent.agent import WorkerAgent
 from rondo.worker_agent.config import AgentSettings
 from rondo.worker_agent.flare_runs import ClientRunSpec, ProcessSpec, ServerRunSpec
+from rondo.worker_agent.sandbox import SandboxUser
 
 from .conftest import BusLog, wait_until
 
@@ -89,9 +90,12 @@ FAKE_SERVER = textwrap.dedent(
 )
 
 
-def process_spec(argv: list[str], kit_dir: Path, env: dict[str, str]) -> ProcessSpec:
+def process_spec(
+    argv: list[str], kit_dir: Path, env: dict[str, str], user: SandboxUser | None
+) -> ProcessSpec:
+    """Runs as the sandbox uid the agent claimed, like the real NVFlare processes."""
     output_log = kit_dir / "output.log"
-    return ProcessSpec(argv, kit_dir, env, log_files=[output_log], output_log=output_log)
+    return ProcessSpec(argv, kit_dir, env, log_files=[output_log], output_log=output_log, user=user)
 
 
 class FakeFlare:
@@ -105,7 +109,7 @@ class FakeFlare:
         assert (spec.admin_kit_dir / "startup" / "sub_start.sh").exists()
         env = {**os.environ, "RONDO_SPOOL_DIR": str(spec.spool_dir)}
         spec.spool_dir.mkdir(parents=True, exist_ok=True)
-        return process_spec([spec.python, "-c", FAKE_SERVER], spec.kit_dir, env)
+        return process_spec([spec.python, "-c", FAKE_SERVER], spec.kit_dir, env, spec.user)
 
     def submit_run(self, spec: ServerRunSpec, timeout_s: float) -> str:
         assert (spec.job_files_dir / "scripts" / "model_def.py").read_text() == "MODEL = 1\n"
@@ -120,7 +124,7 @@ class FakeFlare:
             "SITE": spec.site_name,
             "CRASH": "1" if spec.slot == 1 else "0",
         }
-        return process_spec([spec.python, "-c", FAKE_CLIENT], spec.kit_dir, env)
+        return process_spec([spec.python, "-c", FAKE_CLIENT], spec.kit_dir, env, spec.user)
 
 
 def zip_bytes(entries: dict[str, str]) -> bytes:
@@ -165,7 +169,11 @@ async def scheduler(service_settings: ServiceSettings) -> AsyncIterator[NatsBrok
 
 
 @pytest.fixture
-async def agent(service_settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[WorkerAgent]:
+async def agent(
+    service_settings: ServiceSettings, tmp_path: Path, scheduler: NatsBroker
+) -> AsyncIterator[WorkerAgent]:
+    """A started agent; the scheduler's part declared the streams first (agents only look
+    them up)."""
     settings = AgentSettings(
         **service_settings.model_dump(exclude={"data_dir"}),
         data_dir=tmp_path,
@@ -174,6 +182,7 @@ async def agent(service_settings: ServiceSettings, tmp_path: Path) -> AsyncItera
         fl_port_range=(23000, 23009),
         inventory=[CPU_SLOT],
         heartbeat_interval_s=0.2,
+        runtime="process",  # never containers, even where a Docker engine runs
     )
     agent = WorkerAgent(settings, flare=FakeFlare())
     await agent.start()

@@ -13,7 +13,6 @@ from nats.js.object_store import ObjectStore
 from rondo.contracts.bus import declare_streams, make_broker, publish
 from rondo.contracts.config import ServiceSettings
 from rondo.contracts.events import ArtifactStaged, Event, RoundCompleted, RunEnded, RunStarted
-from rondo.contracts.subjects import STAGING_OBJECT_STORE
 from rondo.worker_agent.spool import OutSpoolStager, ServerSpoolWatcher
 
 from .conftest import BusLog
@@ -30,7 +29,7 @@ async def broker(service_settings: ServiceSettings) -> AsyncIterator[NatsBroker]
 
 @pytest.fixture
 async def store(broker: NatsBroker) -> ObjectStore:
-    return await broker.object_storage(STAGING_OBJECT_STORE)
+    return await declare_streams(broker, replicas=1)  # idempotent; the store as declared
 
 
 def write_json(path: Path, data: object) -> None:
@@ -48,6 +47,7 @@ def server_watcher(
     return ServerSpoolWatcher(
         spool_dir=tmp_path / "spool",
         ledger_path=tmp_path / "spool.ledger",
+        agent_id="agent-1",
         job_id=job_id,
         run_id="run-1",
         site_names=["site-0-0", "site-1-1"],
@@ -127,6 +127,7 @@ async def test_out_spool_files_are_staged_as_artifacts(
     stager = OutSpoolStager(
         out_spool=out_spool,
         ledger_path=tmp_path / "out.ledger",
+        agent_id="agent-1",
         job_id=job_id,
         run_id="run-1",
         slot=3,

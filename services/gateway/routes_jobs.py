@@ -161,13 +161,14 @@ async def _request_cancel(job: Job, requested_by: str, broker: BrokerDep, mode: 
         await publish(
             broker, request, retry_s=SUBMIT_PUBLISH_RETRY_S, ack_timeout_s=SUBMIT_ACK_TIMEOUT_S
         )
-    except Exception as error:  # nothing was changed: the user can simply ask again
-        logger.warning("%s of job %s not delivered (%r)", mode, job.id, error)
+    except Exception as error:  # not confirmed: the client may still send it on reconnect
+        logger.warning("%s of job %s not confirmed (%r)", mode, job.id, error)
         raise ApiError(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "bus_unavailable",
-            f"the {mode} of job {job.id} could not be delivered: the event bus is unreachable",
-            "nothing was changed; try again in a minute",
+            f"the {mode} of job {job.id} was not confirmed: the event bus is unreachable",
+            "it may still take effect once the bus is back; ask again in a minute to be sure "
+            "(asking twice is harmless)",
         ) from error
     logger.info("%s of job %s requested by %s", mode, job.id, requested_by)
 

@@ -27,6 +27,17 @@ def default_agent_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "agent"
 
 
+def parse_range(value: object, variable: str, example: str) -> object:
+    """An inclusive range written 'FIRST-LAST' as the tuple (FIRST, LAST); other values as
+    they are (already a tuple, or None)."""
+    if isinstance(value, str):
+        first, sep, last = value.partition("-")
+        if not sep:
+            raise ValueError(f"{variable} must look like '{example}'")
+        return (int(first), int(last))
+    return value
+
+
 class AgentSettings(ServiceSettings):
     """One worker-agent: its identity, what it offers the scheduler, and where it works."""
 
@@ -141,22 +152,12 @@ class AgentSettings(ServiceSettings):
     @field_validator("fl_port_range", mode="before")
     @classmethod
     def _parse_port_range(cls, value: object) -> object:
-        if isinstance(value, str):
-            first, sep, last = value.partition("-")
-            if not sep:
-                raise ValueError("RONDO_AGENT_FL_PORTS must look like '20000-20019'")
-            return (int(first), int(last))
-        return value
+        return parse_range(value, "RONDO_AGENT_FL_PORTS", "20000-20019")
 
     @field_validator("sandbox_uids", mode="before")
     @classmethod
     def _parse_uid_range(cls, value: object) -> object:
-        if isinstance(value, str):
-            first, sep, last = value.partition("-")
-            if not sep:
-                raise ValueError("RONDO_AGENT_SANDBOX_UIDS must look like '2000000000-2000000063'")
-            return (int(first), int(last))
-        return value
+        return parse_range(value, "RONDO_AGENT_SANDBOX_UIDS", "2000000000-2000000063")
 
     @field_validator("sandbox_uids")
     @classmethod
